@@ -1,0 +1,203 @@
+"""Learners: one gradient update from a :class:`~agent.rollout.Trajectory`.
+
+The learner owns the optimiser, the target network (pi_old of V-MPO), the Lagrange multipliers and the
+PopArt statistics. It runs ``net.unroll`` over the stored segment [T+1, B] from the memory the actor had
+at the segment's start, computes the pure losses of ``agent.vmpo`` / ``agent.ppo`` and steps Adam. It
+knows nothing about Atari, DMLab or language models.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from agent.duals import LagrangeMultiplier
+from agent.ppo import ppo_loss
+from agent.returns import gae, n_step_returns
+from agent.rollout import Trajectory
+from agent.vmpo import vmpo_loss
+from configs.schema import AlgoConfig
+
+Metrics = dict[str, float]
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (x * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def task_values(values: torch.Tensor, task_id: torch.Tensor) -> torch.Tensor:
+    """[T, B, num_tasks] (PopArt-normalised per task) -> [T, B] value of each step's own task."""
+    return values.gather(-1, task_id.unsqueeze(-1)).squeeze(-1)
+
+
+def action_log_probs(logits: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """log pi(a|s) [T, B] and the policy entropy [T, B], in fp32."""
+    log_p = F.log_softmax(logits.float(), dim=-1)
+    entropy = -(log_p.exp() * log_p).sum(-1)
+    return log_p.gather(-1, actions.unsqueeze(-1)).squeeze(-1), entropy
+
+
+class Learner(nn.Module):
+    """Shared machinery: Adam, gradient clipping, non-finite guard, counters, checkpoint state."""
+
+    def __init__(self, net: nn.Module, cfg: AlgoConfig) -> None:
+        super().__init__()
+        self.net = net
+        self.cfg = cfg
+        self.num_updates = 0
+        self.num_skipped = 0  # updates skipped because the loss or the gradients were not finite
+
+    def _param_groups(self) -> list[dict]:
+        return [{"params": list(self.net.parameters()), "name": "net"}]
+
+    def build_optimizer(self) -> None:
+        self.optimizer = torch.optim.Adam(self._param_groups(), lr=self.cfg.lr, eps=self.cfg.adam_eps)
+
+    def _apply(self, loss: torch.Tensor) -> Metrics:
+        """Backward + clip + step; a non-finite loss or gradient skips the update (logged)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):
+            self.num_skipped += 1
+            return {"learner/skipped_updates": float(self.num_skipped), "learner/grad_norm": math.nan}
+        loss.backward()
+        grad_norm = nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.max_grad_norm)
+        if not torch.isfinite(grad_norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            self.num_skipped += 1
+            return {"learner/skipped_updates": float(self.num_skipped), "learner/grad_norm": math.nan}
+        self.optimizer.step()
+        return {"learner/grad_norm": float(grad_norm), "learner/skipped_updates": float(self.num_skipped)}
+
+    def training_state(self) -> dict:
+        return {
+            "module": self.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "num_updates": self.num_updates,
+            "num_skipped": self.num_skipped,
+        }
+
+    def load_training_state(self, state: dict) -> None:
+        self.load_state_dict(state["module"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.num_updates = int(state["num_updates"])
+        self.num_skipped = int(state["num_skipped"])
+
+    def update(self, traj: Trajectory) -> Metrics:
+        raise NotImplementedError
+
+
+class VMPOLearner(Learner):
+    """V-MPO (Song et al. 2019; seed 000 section 5): critic + E-step + M-step with eta/alpha duals.
+
+    Per update, on a [T, B] unroll:
+      G_t = n-step bootstrapped target, A_t = G_t - V(s_t)       (section 5, "Policy Evaluation")
+      L = L_V + L_pi + L_eta + L_alpha                              (section 5, total objective)
+    pi_old is the target network, refreshed every ``target_update_period`` updates. With PopArt the
+    value head predicts per-task normalised values; targets and advantages are normalised by the task's
+    statistics, which are updated after the gradient step with outputs preserved.
+    """
+
+    def __init__(self, net: nn.Module, cfg: AlgoConfig) -> None:
+        super().__init__(net, cfg)
+        v = cfg.vmpo
+        self.target_net = copy.deepcopy(net).requires_grad_(False)
+        self.eta = LagrangeMultiplier(v.eta_init, v.dual_param, v.dual_eps_min)  # temperature of psi
+        self.alpha = LagrangeMultiplier(v.alpha_init, v.dual_param, v.dual_eps_min)  # KL trust region
+        self.build_optimizer()
+
+    def _param_groups(self) -> list[dict]:
+        duals = list(self.eta.parameters()) + list(self.alpha.parameters())
+        return [*super()._param_groups(), {"params": duals, "lr": self.cfg.vmpo.dual_lr, "name": "duals"}]
+
+    def update(self, traj: Trajectory) -> Metrics:
+        cfg, T = self.cfg, traj.unroll_length
+        logits, values, _ = self.net.unroll(*traj.inputs())  # [T+1, B, A], [T+1, B, tasks]
+        with torch.no_grad():
+            target_logits, _, _ = self.target_net.unroll(*traj.inputs())
+        v_norm = task_values(values.float(), traj.task_id)  # [T+1, B]
+        popart = self.net.popart if cfg.popart else None
+        v = popart.unnormalize(v_norm, traj.task_id) if popart is not None else v_norm
+        returns = n_step_returns(
+            traj.reward, v.detach(), traj.terminated, traj.truncated, cfg.discount, cfg.n_step
+        )  # G_t [T, B], unnormalised
+        target = popart.normalize(returns, traj.task_id[:T]) if popart is not None else returns
+        advantages = (target - v_norm[:T]).detach()  # A = G - V (normalised with PopArt)
+        value_loss = cfg.value_coef * masked_mean((target - v_norm[:T]) ** 2, traj.mask)  # 0.5 (G - V)^2
+        v_cfg = cfg.vmpo
+        policy_loss, extras = vmpo_loss(
+            logits[:T], target_logits[:T], traj.action, advantages, traj.mask,
+            self.eta.value(), self.alpha.value(), v_cfg.topk_fraction, v_cfg.eps_eta, v_cfg.eps_alpha,
+        )  # fmt: skip
+        loss = value_loss + policy_loss
+        metrics = self._apply(loss)
+        self.eta.project_()
+        self.alpha.project_()
+        if popart is not None and traj.mask.any():
+            valid = traj.mask.bool()
+            popart.update_stats(returns[valid], traj.task_id[:T][valid], cfg.popart_beta)
+        self.num_updates += 1
+        if self.num_updates % cfg.vmpo.target_update_period == 0:
+            self.target_net.load_state_dict(self.net.state_dict())
+        metrics.update({k: float(x) for k, x in extras.items()})
+        metrics.update({
+            "loss/value": float(value_loss), "loss/total": float(loss),
+            "value/mean": float(masked_mean(v[:T].detach(), traj.mask)),
+            "value/return_mean": float(masked_mean(returns, traj.mask)),
+            "learner/lr": self.optimizer.param_groups[0]["lr"],
+        })  # fmt: skip
+        if popart is not None:
+            for k in range(popart.mu.shape[0]):
+                metrics[f"popart/mu_{k}"] = float(popart.mu[k])
+                metrics[f"popart/sigma_{k}"] = float(popart.sigma[k])
+        return metrics
+
+
+class PPOLearner(Learner):
+    """PPO baseline (seed 000 section 4): clipped surrogate, GAE(lambda), epochs over env minibatches.
+
+    Old log-probabilities and values come from a no-grad unroll of the acting parameters at the start of
+    the update (identical to the actor's, since the actor's cache is refreshed after every update).
+    Minibatches split the envs, not time, so every minibatch keeps whole memory segments.
+    """
+
+    def __init__(self, net: nn.Module, cfg: AlgoConfig) -> None:
+        super().__init__(net, cfg)
+        self.build_optimizer()
+
+    def update(self, traj: Trajectory) -> Metrics:
+        cfg, p, T = self.cfg, self.cfg.ppo, traj.unroll_length
+        with torch.no_grad():
+            old_logits, old_values, _ = self.net.unroll(*traj.inputs())
+            old_v = task_values(old_values.float(), traj.task_id)  # [T+1, B]
+            old_log_probs, _ = action_log_probs(old_logits[:T], traj.action)
+            advantages, returns = gae(
+                traj.reward, old_v, traj.terminated, traj.truncated, cfg.discount, p.gae_lambda
+            )
+        num_envs = traj.action.shape[1]
+        minibatches = max(1, min(p.num_minibatches, num_envs))
+        metrics: Metrics = {}
+        for _ in range(p.update_epochs):
+            for index in torch.randperm(num_envs, device=traj.action.device).chunk(minibatches):
+                mb = traj.select(index)
+                logits, values, _ = self.net.unroll(*mb.inputs())
+                log_probs, entropy = action_log_probs(logits[:T], mb.action)
+                loss, extras = ppo_loss(
+                    log_probs, old_log_probs[:, index], advantages[:, index],
+                    task_values(values.float(), mb.task_id)[:T], old_v[:T, index], returns[:, index],
+                    mb.mask, p.clip_coef, p.clip_value, p.vf_coef, p.ent_coef, entropy, p.norm_adv,
+                )  # fmt: skip
+                metrics = self._apply(loss)
+                metrics.update({k: float(x) for k, x in extras.items()})
+                metrics["loss/total"] = float(loss)
+        self.num_updates += 1
+        metrics["value/return_mean"] = float(masked_mean(returns, traj.mask))
+        metrics["learner/lr"] = self.optimizer.param_groups[0]["lr"]
+        return metrics
+
+
+def make_learner(net: nn.Module, cfg: AlgoConfig) -> Learner:
+    return {"vmpo": VMPOLearner, "ppo": PPOLearner}[cfg.name](net, cfg)

@@ -1,0 +1,90 @@
+"""``python -m agent.train --config configs/NAME.yaml [key=value ...]``: train (or resume) a run.
+
+Examples::
+
+    python -m agent.train                                   # CPU quick-start (embedded preset)
+    python -m agent.train --config atari_vmpo env.name=Breakout train.device=cuda
+    python -m agent.train train.resume=runs/CueRecall-L8-vmpo-gtrxl-s0 train.total_steps=200000
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from agent.checkpoint import CheckpointError
+from agent.trainer import Trainer, default_run_name, load_latest_valid
+from configs import (
+    Config,
+    ConfigError,
+    config_from_dict,
+    list_presets,
+    load_config,
+    merge_config,
+    split_overrides,
+)
+
+# Keys that may change when a run is resumed; everything else must match the checkpoint's config.
+RESUMABLE_KEYS = (
+    "train.total_steps",
+    "train.device",
+    "train.progress",
+    "train.log_interval",
+    "train.checkpoint_interval",
+    "train.keep_checkpoints",
+    "train.torch_threads",
+    "train.resume",
+)
+
+
+def build_config(preset: str, overrides: list[str]) -> tuple[Config, Path, dict | None]:
+    """Resolve the run's config, its directory and (when resuming) the checkpoint to continue from."""
+    cfg = load_config(preset, overrides)
+    if not cfg.train.resume:
+        run_dir = Path(cfg.train.run_dir) / (cfg.train.run_name or default_run_name(cfg))
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise ConfigError(
+                f"run directory '{run_dir}' already exists; pass train.resume={run_dir} to continue it "
+                "or train.run_name=NEW to start another"
+            )
+        return cfg, run_dir, None
+    run_dir = Path(cfg.train.resume)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"train.resume='{run_dir}' is not a run directory")
+    _, payload = load_latest_valid(run_dir)
+    saved = config_from_dict(payload["config"], source=f"checkpoint in {run_dir}")
+    allowed, forbidden = split_overrides(overrides, RESUMABLE_KEYS)
+    if forbidden:
+        raise ConfigError(
+            f"cannot change {', '.join(forbidden)} when resuming; resumable keys: {', '.join(RESUMABLE_KEYS)}"
+        )
+    cfg = merge_config(saved, [("command-line overrides", OmegaConf.from_dotlist(allowed))])
+    return cfg, run_dir, payload
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m agent.train", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--config", default="quickstart", help=f"preset name or YAML path ({', '.join(list_presets())})"
+    )
+    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. algo.lr=3e-4")
+    args = parser.parse_args(argv)
+    try:
+        cfg, run_dir, checkpoint = build_config(args.config, args.overrides)
+        trainer = Trainer(cfg, run_dir, checkpoint)
+    except (ConfigError, CheckpointError, ValueError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    result = trainer.train()
+    print(
+        f"run {run_dir}: {int(result['global_step'])} env steps, {int(result['num_updates'])} updates, "
+        f"mean return (last 100 episodes) {result['recent_return']:.3f}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""The training loop: rollout -> learn -> log (TensorBoard) -> checkpoint (atomic) -> resume.
+
+Read top to bottom like CleanRL's single file, but each piece lives in its own module:
+``envs.make`` builds the VecEnv, ``networks.AgentNet`` the network, ``agent.rollout.Actor`` collects
+unrolls with the GTrXL memory carried across them, ``agent.learner`` does the update.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from networks.agent_net import AgentNet
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+import envs
+from agent.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, save_checkpoint
+from agent.learner import Learner, make_learner
+from agent.rollout import Actor, EpisodeStats
+from configs import Config, config_to_dict
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device=cuda but no CUDA device is available; use train.device=cpu or auto")
+    return torch.device(name)
+
+
+def default_run_name(cfg: Config) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return f"{cfg.env.name}-{cfg.algo.name}-{cfg.net.core}-s{cfg.train.seed}-{stamp}"
+
+
+def load_latest_valid(run_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """Newest checkpoint of ``run_dir`` that loads; corrupt ones are reported and skipped."""
+    problems = []
+    for path in reversed(list_checkpoints(run_dir)):
+        try:
+            return path, load_checkpoint(path)
+        except CheckpointError as err:
+            problems.append(str(err))
+            tqdm.write(f"warning: {err}; trying an older checkpoint")
+    detail = f" ({'; '.join(problems)})" if problems else ""
+    raise CheckpointError(f"run directory '{run_dir}' holds no loadable checkpoint{detail}")
+
+
+@dataclasses.dataclass
+class Counters:
+    global_step: int = 0  # environment steps summed over envs
+    num_updates: int = 0
+    episodes: int = 0
+    wall_time: float = 0.0  # seconds of training before this process (for resumed runs)
+
+
+class StopFlag:
+    """SIGINT/SIGTERM -> finish the current update, checkpoint, exit cleanly."""
+
+    def __init__(self) -> None:
+        self.raised: int | None = None
+        self._previous = {}
+
+    def __enter__(self) -> StopFlag:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.raised = signum
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class Trainer:
+    """Owns env, network, actor, learner, writer and counters for one run directory."""
+
+    def __init__(self, cfg: Config, run_dir: Path, checkpoint: dict[str, Any] | None = None) -> None:
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.device = resolve_device(cfg.train.device)
+        if cfg.train.torch_threads:
+            torch.set_num_threads(cfg.train.torch_threads)
+        torch.manual_seed(cfg.train.seed)
+        self.counters = Counters()
+        if checkpoint is not None:
+            self.counters = Counters(**checkpoint["counters"])
+        # A resumed run cannot restore the emulators' state: it reseeds them so that it does not replay
+        # the episodes of the first segment.
+        env_seed = cfg.env.seed + 10_007 * self.counters.num_updates
+        self.env = envs.make(dataclasses.replace(cfg.env, seed=env_seed))
+        self.net = AgentNet(cfg.net, tuple(self.env.observation_shape), self.env.num_actions).to(self.device)
+        self.learner: Learner = make_learner(self.net, cfg.algo).to(self.device)
+        self.learner.build_optimizer()
+        if checkpoint is not None:
+            self._restore(checkpoint)
+        self.actor = Actor(self.env, self.net, self.device)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+        # purge_step drops events logged after the checkpoint we resume from: no gap, no duplicate step.
+        self.writer = SummaryWriter(str(run_dir), purge_step=self.counters.global_step or None)
+        self.recent_returns: collections.deque[float] = collections.deque(maxlen=100)
+
+    # ---------------------------------------------------------------- checkpoints
+    def _restore(self, checkpoint: dict[str, Any]) -> None:
+        expected = (list(self.env.observation_shape), self.env.num_actions)
+        found = (list(checkpoint["obs_shape"]), int(checkpoint["num_actions"]))
+        if expected != found:
+            raise CheckpointError(f"checkpoint was trained on obs/actions {found}, this env has {expected}")
+        self.learner.load_training_state(checkpoint["learner"])
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+        if torch.cuda.is_available() and checkpoint["rng"].get("cuda"):
+            torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
+
+    def save(self) -> Path:
+        payload = {
+            "config": config_to_dict(self.cfg),
+            "learner": self.learner.training_state(),
+            "counters": dataclasses.asdict(self.counters),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            },
+            "obs_shape": list(self.env.observation_shape),
+            "num_actions": self.env.num_actions,
+            "task_names": list(self.env.task_names),
+        }
+        return save_checkpoint(
+            self.run_dir, self.counters.num_updates, payload, self.cfg.train.keep_checkpoints
+        )
+
+    # ---------------------------------------------------------------- logging
+    def _log(self, metrics: dict[str, float], episodes: EpisodeStats, sps: float) -> None:
+        step = self.counters.global_step
+        if len(episodes.returns):
+            self.writer.add_scalar("charts/episodic_return", float(np.mean(episodes.returns)), step)
+            self.writer.add_scalar("charts/episodic_length", float(np.mean(episodes.lengths)), step)
+            names = self.env.task_names
+            if len(names) > 1:
+                for task in np.unique(episodes.task_ids):
+                    mean = float(np.mean(episodes.returns[episodes.task_ids == task]))
+                    self.writer.add_scalar(f"charts/episodic_return/{names[int(task)]}", mean, step)
+        if self.counters.num_updates % self.cfg.train.log_interval == 0:
+            for key, value in metrics.items():
+                self.writer.add_scalar(key, value, step)
+            self.writer.add_scalar("charts/sps", sps, step)
+            self.writer.add_scalar("charts/episodes", self.counters.episodes, step)
+
+    # ---------------------------------------------------------------- loop
+    def train(self) -> dict[str, float]:
+        cfg = self.cfg
+        T, N = cfg.algo.unroll_length, self.env.num_envs
+        start_wall = time.time() - self.counters.wall_time
+        bar = tqdm(
+            total=cfg.train.total_steps,
+            initial=min(self.counters.global_step, cfg.train.total_steps),
+            disable=not cfg.train.progress,
+            unit="step",
+            dynamic_ncols=True,
+        )
+        last_saved = self.counters.num_updates
+        metrics: dict[str, float] = {}
+        with StopFlag() as stop:
+            while self.counters.global_step < cfg.train.total_steps and stop.raised is None:
+                t0 = time.perf_counter()
+                self.net.eval()
+                traj, episodes = self.actor.rollout(T)
+                self.net.train()
+                metrics = self.learner.update(traj)
+                self.actor.refresh()
+                sps = T * N / (time.perf_counter() - t0)
+                self.counters.global_step += T * N
+                self.counters.num_updates = self.learner.num_updates
+                self.counters.episodes += len(episodes.returns)
+                self.counters.wall_time = time.time() - start_wall
+                self.recent_returns.extend(episodes.returns.tolist())
+                self._log(metrics, episodes, sps)
+                bar.update(T * N)
+                recent = np.mean(self.recent_returns) if self.recent_returns else float("nan")
+                bar.set_postfix(sps=f"{sps:.0f}", ret=f"{recent:.3f}", upd=self.counters.num_updates)
+                if self.counters.num_updates % cfg.train.checkpoint_interval == 0:
+                    self.save()
+                    last_saved = self.counters.num_updates
+            if self.counters.num_updates != last_saved or not list_checkpoints(self.run_dir):
+                self.save()
+        bar.close()
+        self.writer.flush()
+        self.writer.close()
+        self.env.close()
+        return {
+            "global_step": float(self.counters.global_step),
+            "num_updates": float(self.counters.num_updates),
+            "recent_return": float(np.mean(self.recent_returns)) if self.recent_returns else float("nan"),
+            "stopped_by_signal": float(stop.raised is not None),
+            **metrics,
+        }

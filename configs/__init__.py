@@ -1,0 +1,145 @@
+"""Configuration: typed dataclasses (``configs.schema``), YAML presets beside this file, CLI overrides.
+
+``load_config("quickstart", ["algo.lr=3e-4"])`` merges, in order: the dataclass defaults, the preset
+(a name of a YAML file in this folder or a path), then ``key=value`` dotted overrides. Any problem
+raises :class:`ConfigError` with a one-line message naming the key and the accepted values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from configs.schema import Config, ConfigError
+
+PRESET_DIR = Path(__file__).resolve().parent
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "config_from_dict",
+    "config_to_dict",
+    "list_presets",
+    "load_config",
+    "merge_config",
+    "preset_path",
+    "split_overrides",
+]
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def preset_path(name_or_path: str | Path) -> Path:
+    """A preset name (``quickstart``) or a path to a YAML file -> an existing path."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        return path
+    candidate = PRESET_DIR / f"{path.stem if path.suffix in ('.yaml', '.yml') else name_or_path}.yaml"
+    if candidate.is_file():
+        return candidate
+    close = difflib.get_close_matches(path.stem, list_presets(), n=3, cutoff=0.4)
+    hint = f"; did you mean: {', '.join(close)}" if close else ""
+    raise ConfigError(f"config file '{name_or_path}' not found; presets: {', '.join(list_presets())}{hint}")
+
+
+def _accepted_keys(node: Any) -> list[str]:
+    return sorted(f.name for f in dataclasses.fields(node)) if dataclasses.is_dataclass(node) else []
+
+
+def _node_at(cfg: Any, dotted: str) -> Any:
+    node = cfg
+    for part in [p for p in dotted.split(".") if p]:
+        node = getattr(node, part, None)
+    return node
+
+
+def _one_line(err: OmegaConfBaseException, source: str) -> ConfigError:
+    key = getattr(err, "full_key", None) or "?"
+    if isinstance(err, ConfigKeyError) or "not in" in str(err).splitlines()[0]:
+        parent, _, leaf = key.rpartition(".")
+        accepted = _accepted_keys(_node_at(Config(), parent))
+        close = difflib.get_close_matches(leaf, accepted, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        where = f"'{parent}'" if parent else "the top level"
+        return ConfigError(
+            f"unknown config key '{key}' in {source}{hint}; accepted keys in {where}: {', '.join(accepted)}"
+        )
+    if isinstance(err, ValidationError):
+        first = str(err).splitlines()[0]
+        return ConfigError(f"config key '{key}' in {source}: {first}")
+    return ConfigError(f"config error at '{key}' in {source}: {str(err).splitlines()[0]}")
+
+
+def _parse_overrides(overrides: list[str]) -> DictConfig:
+    for item in overrides:
+        if "=" not in item or item.startswith("="):
+            raise ConfigError(f"override '{item}' is not of the form key=value (e.g. algo.lr=3e-4)")
+    try:
+        return OmegaConf.from_dotlist(list(overrides))
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"cannot parse overrides {overrides}: {str(err).splitlines()[0]}") from None
+
+
+def _read_yaml(path: Path) -> DictConfig:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"cannot read config file '{path}': {str(err).splitlines()[0]}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file '{path}' must hold a mapping of sections (env, net, algo, train)")
+    return OmegaConf.create(data)
+
+
+def merge_config(base: Config | None, layers: list[tuple[str, DictConfig]]) -> Config:
+    """Merge ``layers`` (source name, values) over ``base`` (default: dataclass defaults) and validate."""
+    merged = OmegaConf.structured(base if base is not None else Config)
+    for source, layer in layers:
+        try:
+            merged = OmegaConf.merge(merged, layer)
+        except OmegaConfBaseException as err:
+            raise _one_line(err, source) from None
+    try:
+        cfg = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as err:
+        raise _one_line(err, "config") from None
+    assert isinstance(cfg, Config)
+    return cfg
+
+
+def load_config(preset: str | Path | None = "quickstart", overrides: list[str] | None = None) -> Config:
+    """Defaults <- preset YAML <- ``key=value`` overrides; validated (ConfigError on any problem)."""
+    layers: list[tuple[str, DictConfig]] = []
+    if preset is not None:
+        path = preset_path(preset)
+        layers.append((str(path), _read_yaml(path)))
+    if overrides:
+        layers.append(("command-line overrides", _parse_overrides(overrides)))
+    return merge_config(None, layers)
+
+
+def split_overrides(overrides: list[str], allowed_keys: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """Split ``key=value`` overrides into (allowed, forbidden keys) by their dotted key."""
+    _parse_overrides(overrides)
+    allowed, forbidden = [], []
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        (allowed.append(item) if key in allowed_keys else forbidden.append(key))
+    return allowed, forbidden
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def config_from_dict(data: dict[str, Any], source: str = "checkpoint") -> Config:
+    return merge_config(None, [(source, OmegaConf.create(data))])

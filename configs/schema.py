@@ -1,0 +1,223 @@
+"""Typed configuration: one dataclass per room, defaults mirror the papers' tables.
+
+YAML presets in ``configs/*.yaml`` and ``key=value`` command-line overrides are merged on top of these
+defaults by :func:`configs.load_config`; every value is validated here (``__post_init__``) so that a
+bad value fails before anything starts, with a one-line message naming the key and the accepted values.
+
+Sources: V-MPO = Song et al. 2019 (seed 000 section 5); GTrXL = Parisotto et al. 2019 (seed 000 section 8).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid. The message is one line and names the key."""
+
+
+def check_choice(key: str, value: Any, choices: tuple[Any, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key}={value!r} is not valid; accepted values: {', '.join(map(str, choices))}")
+
+
+def check_range(
+    key: str, value: float, low: float | None = None, high: float | None = None, *, low_inclusive: bool = True
+) -> None:
+    ok_low = low is None or (value >= low if low_inclusive else value > low)
+    ok_high = high is None or value <= high
+    if not (ok_low and ok_high):
+        lo = "-inf" if low is None else f"{low}"
+        hi = "inf" if high is None else f"{high}"
+        bracket = "[" if low_inclusive else "("
+        raise ConfigError(f"{key}={value!r} is out of range; accepted values: {bracket}{lo}, {hi}]")
+
+
+ENV_FAMILIES = ("atari", "minigrid", "popgym", "memory", "dmlab")
+ATARI_PROTOCOLS = ("dqn", "machado")
+
+
+@dataclass
+class EnvConfig:
+    """Environment selection and protocol (envs.make)."""
+
+    family: str = "popgym"  # one of ENV_FAMILIES
+    name: str = (
+        "RepeatFirstEasy"  # game / task name within the family, e.g. Pong, MemoryS7, RepeatPreviousEasy
+    )
+    num_envs: int = 16
+    num_threads: int = 0  # envpool worker threads; 0 = envpool's default
+    seed: int = 0
+    protocol: str = "dqn"  # Atari protocol preset: dqn | machado (presets are data in envs/atari.py)
+    clip_rewards: bool = True  # training-time reward clipping to [-1, 1]; info keeps the unclipped return
+    episodic_life: bool = False  # training-time life-loss termination (Atari); real game-overs are reported
+    max_episode_frames: int = 108_000  # per-episode cap in emulator frames (DQN protocol: 108k = 30 min)
+    image_size: int = 84  # Atari frame side (84x84 grey)
+    frame_stack: int = 4
+
+    def __post_init__(self) -> None:
+        check_choice("env.family", self.family, ENV_FAMILIES)
+        check_choice("env.protocol", self.protocol, ATARI_PROTOCOLS)
+        check_range("env.num_envs", self.num_envs, 1)
+        check_range("env.num_threads", self.num_threads, 0)
+        check_range("env.max_episode_frames", self.max_episode_frames, 1)
+        check_range("env.image_size", self.image_size, 8)
+        check_range("env.frame_stack", self.frame_stack, 1)
+
+
+CORES = ("gtrxl", "trxl", "trxl_i", "lstm", "ff")
+GATES = ("gru", "sigmoid_output")
+TORSOS = ("auto", "impala", "mlp", "grid")
+
+
+@dataclass
+class NetConfig:
+    """Network: torso -> core -> policy/value heads (seed 000 section 8, GTrXL paper)."""
+
+    torso: str = "auto"  # auto: impala for 84x84 images, grid for small images, mlp for vectors
+    torso_out: int = 256  # dense layer after the torso
+    core: str = (
+        "gtrxl"  # gtrxl | trxl (post-LN, no gate) | trxl_i (pre-LN, no gate) | lstm | ff (feed-forward)
+    )
+    gate: str = "gru"  # GTrXL gate type: gru (b_g = 2) | sigmoid_output
+    gate_bias: float = 2.0  # b_g in z = sigma(W_z y + U_z x - b_g): layer starts near identity
+    d_model: int = 256  # embedding size (V-MPO Atari TrXL: 256)
+    num_layers: int = 8
+    num_heads: int = 4
+    head_dim: int = 32  # key/value size per head
+    mlp_dim: int = 512
+    memory_length: int = 64  # M: cached past activations per layer (attention span M + 1 incl. current step)
+    lstm_hidden: int = 256
+    num_tasks: int = 1  # PopArt heads (one per task)
+
+    def __post_init__(self) -> None:
+        check_choice("net.torso", self.torso, TORSOS)
+        check_choice("net.core", self.core, CORES)
+        check_choice("net.gate", self.gate, GATES)
+        for key in (
+            "torso_out",
+            "d_model",
+            "num_layers",
+            "num_heads",
+            "head_dim",
+            "mlp_dim",
+            "lstm_hidden",
+            "num_tasks",
+        ):
+            check_range(f"net.{key}", getattr(self, key), 1)
+        check_range("net.memory_length", self.memory_length, 0)
+
+
+ALGOS = ("vmpo", "ppo")
+DUAL_PARAMS = ("softplus", "projected")
+
+
+@dataclass
+class VMPOConfig:
+    """V-MPO hyperparameters (Song et al. 2019, Table / seed 000 section 5)."""
+
+    topk_fraction: float = 0.5  # E-step keeps the top 50% of advantages
+    eps_eta: float = 0.02  # KL bound of the non-parametric E-step (Atari 0.02, DMLab 0.1)
+    eps_alpha: float = 0.005  # KL trust region of the M-step
+    eta_init: float = 1.0  # initial temperature
+    alpha_init: float = 5.0  # initial trust-region multiplier
+    dual_param: str = "softplus"  # softplus: eta = softplus(xi) + eps_min; projected: clamp to >= eps_min
+    dual_eps_min: float = 1e-8
+    dual_lr: float = 1e-4  # the paper optimises the duals with the network's Adam
+    target_update_period: int = 100  # T_target learner steps between pi_old refreshes
+
+    def __post_init__(self) -> None:
+        check_range("algo.vmpo.topk_fraction", self.topk_fraction, 0.0, 1.0, low_inclusive=False)
+        check_range("algo.vmpo.eps_eta", self.eps_eta, 0.0, low_inclusive=False)
+        check_range("algo.vmpo.eps_alpha", self.eps_alpha, 0.0, low_inclusive=False)
+        check_range("algo.vmpo.eta_init", self.eta_init, 0.0, low_inclusive=False)
+        check_range("algo.vmpo.alpha_init", self.alpha_init, 0.0, low_inclusive=False)
+        check_choice("algo.vmpo.dual_param", self.dual_param, DUAL_PARAMS)
+        check_range("algo.vmpo.dual_eps_min", self.dual_eps_min, 0.0, low_inclusive=False)
+        check_range("algo.vmpo.dual_lr", self.dual_lr, 0.0, low_inclusive=False)
+        check_range("algo.vmpo.target_update_period", self.target_update_period, 1)
+
+
+@dataclass
+class PPOConfig:
+    """PPO baseline (Schulman et al. 2017; seed 000 section 4, CleanRL defaults)."""
+
+    gae_lambda: float = 0.95
+    clip_coef: float = 0.1
+    clip_value: bool = True
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    norm_adv: bool = True
+    update_epochs: int = 4
+    num_minibatches: int = 4
+
+    def __post_init__(self) -> None:
+        check_range("algo.ppo.gae_lambda", self.gae_lambda, 0.0, 1.0)
+        check_range("algo.ppo.clip_coef", self.clip_coef, 0.0, low_inclusive=False)
+        check_range("algo.ppo.ent_coef", self.ent_coef, 0.0)
+        check_range("algo.ppo.vf_coef", self.vf_coef, 0.0)
+        check_range("algo.ppo.update_epochs", self.update_epochs, 1)
+        check_range("algo.ppo.num_minibatches", self.num_minibatches, 1)
+
+
+@dataclass
+class AlgoConfig:
+    name: str = "vmpo"  # vmpo | ppo
+    discount: float = 0.99
+    n_step: int = 63  # n of the n-step bootstrapped targets (V-MPO: the unroll length)
+    unroll_length: int = 63  # T
+    lr: float = 1e-4  # Adam, fixed (V-MPO Atari)
+    adam_eps: float = 1e-8
+    max_grad_norm: float = 40.0
+    value_coef: float = 0.5  # L_V = 0.5 (G - V)^2
+    popart: bool = False
+    popart_beta: float = 3e-4  # PopArt statistics step size
+    vmpo: VMPOConfig = field(default_factory=VMPOConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+
+    def __post_init__(self) -> None:
+        check_choice("algo.name", self.name, ALGOS)
+        check_range("algo.discount", self.discount, 0.0, 1.0)
+        check_range("algo.n_step", self.n_step, 1)
+        check_range("algo.unroll_length", self.unroll_length, 1)
+        check_range("algo.lr", self.lr, 0.0, low_inclusive=False)
+        check_range("algo.max_grad_norm", self.max_grad_norm, 0.0, low_inclusive=False)
+        check_range("algo.value_coef", self.value_coef, 0.0)
+        check_range("algo.popart_beta", self.popart_beta, 0.0, 1.0, low_inclusive=False)
+
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class TrainConfig:
+    """Trainer loop, logging and checkpoints."""
+
+    total_steps: int = 200_000  # environment steps (agent steps over all envs)
+    device: str = "auto"  # auto = cuda if available
+    seed: int = 0
+    run_dir: str = "runs"
+    run_name: str = ""  # default: <env.name>-<algo>-<core>-<seed>
+    resume: str = ""  # path of a run directory to continue
+    log_interval: int = 1  # learner updates between scalar logs
+    checkpoint_interval: int = 50  # learner updates between checkpoints
+    keep_checkpoints: int = 3
+    progress: bool = True
+    torch_threads: int = 0  # 0 = leave torch's default
+
+    def __post_init__(self) -> None:
+        check_range("train.total_steps", self.total_steps, 1)
+        check_choice("train.device", self.device, DEVICES)
+        check_range("train.log_interval", self.log_interval, 1)
+        check_range("train.checkpoint_interval", self.checkpoint_interval, 1)
+        check_range("train.keep_checkpoints", self.keep_checkpoints, 1)
+        check_range("train.torch_threads", self.torch_threads, 0)
+
+
+@dataclass
+class Config:
+    env: EnvConfig = field(default_factory=EnvConfig)
+    net: NetConfig = field(default_factory=NetConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)

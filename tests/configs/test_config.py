@@ -1,0 +1,76 @@
+"""Config loading, overrides and one-line errors naming the key and the accepted values."""
+
+import pytest
+
+from configs import ConfigError, config_from_dict, config_to_dict, list_presets, load_config, split_overrides
+
+
+def test_every_preset_loads_and_round_trips():
+    presets = list_presets()
+    assert {"quickstart", "atari_vmpo", "atari_ppo", "dmlab_vmpo"} <= set(presets)
+    for name in presets:
+        cfg = load_config(name)
+        assert config_from_dict(config_to_dict(cfg)) == cfg
+
+
+def test_preset_values_and_override_types():
+    cfg = load_config("atari_vmpo")
+    assert (cfg.net.d_model, cfg.net.num_layers, cfg.net.num_heads, cfg.net.head_dim, cfg.net.mlp_dim) == (
+        256, 8, 4, 32, 512,
+    )  # fmt: skip
+    assert (cfg.algo.lr, cfg.algo.unroll_length, cfg.env.num_envs) == (1e-4, 63, 128)
+    cfg = load_config("quickstart", ["algo.lr=3e-4", "env.num_envs=4", "env.clip_rewards=false", "net.core=lstm"])
+    assert cfg.algo.lr == pytest.approx(3e-4) and isinstance(cfg.env.num_envs, int) and cfg.env.num_envs == 4
+    assert cfg.env.clip_rewards is False and cfg.net.core == "lstm"
+    nested = load_config("quickstart", ["algo.vmpo.eps_eta=0.1"])
+    assert nested.algo.vmpo.eps_eta == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("env.foo=1", ["env.foo", "accepted keys", "num_envs"]),
+        ("algo.vmpo.eps_etta=0.1", ["algo.vmpo.eps_etta", "did you mean eps_eta"]),
+        ("envv.name=Pong", ["envv", "did you mean env"]),
+        ("env.num_envs=abc", ["env.num_envs", "abc"]),
+        ("env.clip_rewards=maybe", ["env.clip_rewards", "maybe"]),
+        ("algo.name=sac", ["algo.name", "vmpo, ppo"]),
+        ("net.core=gtrx", ["net.core", "gtrxl, trxl, trxl_i, lstm, ff"]),
+        ("algo.vmpo.topk_fraction=1.5", ["algo.vmpo.topk_fraction", "(0.0, 1.0]"]),
+        ("env.num_envs=0", ["env.num_envs", "[1, inf]"]),
+        ("train.device=tpu", ["train.device", "auto, cpu, cuda"]),
+        ("lr", ["'lr'", "key=value"]),
+    ],
+)
+def test_bad_overrides_give_one_line_errors(override, expected):
+    with pytest.raises(ConfigError) as info:
+        load_config("quickstart", [override])
+    message = str(info.value)
+    assert "\n" not in message
+    for fragment in expected:
+        assert fragment in message
+
+
+def test_unknown_preset_lists_close_matches():
+    with pytest.raises(ConfigError, match="did you mean: quickstart"):
+        load_config("quickstrat")
+
+
+def test_bad_yaml_files(tmp_path):
+    bad_key = tmp_path / "bad.yaml"
+    bad_key.write_text("env:\n  nmae: Pong\n")
+    with pytest.raises(ConfigError, match=r"unknown config key 'env.nmae' in .*bad.yaml \(did you mean name"):
+        load_config(bad_key)
+    not_mapping = tmp_path / "list.yaml"
+    not_mapping.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        load_config(not_mapping)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("env: [unclosed\n")
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(broken)
+
+
+def test_split_overrides_for_resume():
+    allowed, forbidden = split_overrides(["train.total_steps=10", "algo.lr=1"], ("train.total_steps",))
+    assert allowed == ["train.total_steps=10"] and forbidden == ["algo.lr"]
