@@ -1,0 +1,347 @@
+r"""V-MPO losses as pure functions of tensors (Song et al. 2019; seed 000 §5, §6; seed 002 §3).
+
+The V-MPO objective (seed 000 §5) is
+
+.. math::
+    \mathcal{L}(\phi, \theta, \eta, \alpha) = \mathcal{L}_V(\phi)
+        + \underbrace{\mathcal{L}_\pi(\theta) + \mathcal{L}_\eta(\eta)
+        + \mathcal{L}_\alpha(\theta, \alpha)}_{\mathcal{L}_{\text{V-MPO}}}.
+
+This module provides the three V-MPO terms; the value loss :math:`\mathcal{L}_V` (regression on
+:func:`agent.returns.n_step_returns`) belongs to the learner.
+
+* E-step (non-parametric policy): keep the top-k advantages ``S`` (:func:`topk_mask`), weight them by
+  ``psi_i = softmax_S(A_i / eta)`` (:func:`e_step_weights`), and fit ``eta`` with the dual
+  ``L_eta = eta * eps_eta + eta * log(mean_S exp(A / eta))`` (:func:`temperature_loss`).
+* M-step (parametric projection): weighted maximum likelihood ``L_pi = -sum psi log pi(a|s)``
+  (:func:`policy_loss`) under a KL trust region to the old (target) policy with dual ``alpha``
+  (:func:`categorical_kl`, :func:`trust_region_loss`).
+
+Conventions:
+
+* Every function takes flat ``[N]`` tensors (any shape works: reductions are over all elements);
+  :func:`vmpo_loss` takes the learner's time-major ``[T, B]`` tensors.
+* ``eta`` and ``alpha`` are positive 0-d tensors (``agent.duals.LagrangeMultiplier.value()``) or floats.
+* All maths is fp32 (bf16 inputs are cast up); stop-gradients are applied *inside* each function as
+  documented, so the caller passes raw tensors.
+* No host synchronisation (no ``.item()``), no device-specific code: CPU and CUDA alike.
+* Losses return ``(loss, extras)``; ``extras`` holds detached 0-d fp32 tensors named for logging.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "categorical_kl",
+    "e_step_weights",
+    "policy_loss",
+    "temperature_loss",
+    "topk_mask",
+    "trust_region_loss",
+    "vmpo_loss",
+]
+
+Extras = dict[str, torch.Tensor]
+
+
+def _as_fp32_scalar(x: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
+    """A 0-d fp32 tensor on ``like``'s device (keeps the autograd graph of a tensor input)."""
+    if isinstance(x, torch.Tensor):
+        return x.float().reshape(())
+    return torch.tensor(float(x), dtype=torch.float32, device=like.device)
+
+
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``x`` over ``mask`` (0 if empty); entries outside the mask never reach the graph."""
+    mask = mask.bool()
+    return torch.where(mask, x, torch.zeros_like(x)).sum() / mask.sum().clamp_min(1)
+
+
+def topk_mask(advantages: torch.Tensor, valid: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Top-k selection of the E-step (seed 000 §6 "Top-k Selection"; V-MPO paper §3.1).
+
+    Selects the ``k = max(1, floor(fraction * n_valid))`` largest advantages among the valid entries
+    (``k = 0`` only when ``n_valid = 0``). Since ``eta > 0``, ranking ``A / sg[eta]`` equals ranking ``A``,
+    so ``eta`` is not needed. Ties are broken deterministically by position: among equal advantages the
+    entry with the lower flat index wins. Invalid entries are never selected. No host sync: ``k`` stays a
+    tensor.
+
+    Args:
+        advantages: ``[N]`` (or any shape) advantages; not differentiated.
+        valid: same shape, bool/0-1; 1 = a real transition (the learner's ``mask``).
+        fraction: ``rho`` in (0, 1]; the V-MPO paper uses 0.5.
+
+    Returns:
+        bool tensor of ``advantages``' shape, True for the selected entries.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"topk fraction must be in (0, 1], got fraction={fraction}")
+    if valid.shape != advantages.shape:
+        raise ValueError(f"valid shape {tuple(valid.shape)} != advantages shape {tuple(advantages.shape)}")
+    a = advantages.detach().float().reshape(-1)
+    v = valid.bool().reshape(-1)
+    key = torch.where(v, a, torch.full_like(a, -math.inf))
+    order = torch.sort(key, descending=True, stable=True).indices  # stable: ties keep index order
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(order.numel(), device=order.device)
+    n_valid = v.sum()
+    # floor in float64 with a small tolerance so that e.g. 0.29 * 100 gives 29, not 28.
+    k = torch.floor(n_valid.double() * fraction + 1e-9).long().clamp_min(1)
+    return ((rank < k) & v).reshape(advantages.shape)
+
+
+def e_step_weights(
+    advantages: torch.Tensor, selected: torch.Tensor, eta: torch.Tensor | float
+) -> torch.Tensor:
+    r"""Non-parametric E-step weights (seed 000 §5 "E-Step"; seed 000 §6 eq. (4)).
+
+    .. math::
+        \psi_i = \frac{\exp(A_i / \eta)}{\sum_{j \in S} \exp(A_j / \eta)} \; (i \in S), \qquad
+        \psi_i = 0 \; (i \notin S),
+
+    the seed's ``psi(s,a) ∝ p_old(s,a) exp(A/eta)`` with ``p_old`` the empirical (uniform) distribution of
+    the selected samples. Computed as ``exp(log_softmax)`` (max-subtracted, no overflow for any ``A/eta``).
+    Stop-gradient on both ``advantages`` and ``eta``: psi is a fixed target for the M-step.
+
+    Args:
+        advantages: ``[N]`` advantages ``A``.
+        selected: ``[N]`` bool, the top-k set ``S`` (:func:`topk_mask`).
+        eta: temperature ``eta > 0`` (0-d tensor or float).
+
+    Returns:
+        ``[N]`` fp32 weights, ``sum = 1`` over ``S`` (all zeros if ``S`` is empty), no gradient.
+    """
+    a = advantages.detach().float()
+    sel = selected.bool()
+    eta_sg = _as_fp32_scalar(eta, a).detach()
+    logits = torch.where(sel, a / eta_sg, torch.full_like(a, -math.inf)).reshape(-1)
+    # If S is empty every logit is -inf; replace by zeros so softmax stays finite, then zero out below.
+    logits = torch.where(sel.reshape(-1).any(), logits, torch.zeros_like(logits))
+    psi = torch.softmax(logits, dim=0).reshape(a.shape)
+    return torch.where(sel, psi, torch.zeros_like(psi))
+
+
+def temperature_loss(
+    eta: torch.Tensor | float,
+    advantages: torch.Tensor,
+    selected: torch.Tensor,
+    eps_eta: float,
+) -> tuple[torch.Tensor, Extras]:
+    r"""Temperature dual ``L_eta`` (seed 000 §5 "The temperature dual"; §6 "Numerically Stable Log-Sum-Exp").
+
+    .. math::
+        \mathcal{L}_\eta(\eta) = \eta\,\epsilon_\eta
+            + \eta \log\Big(\frac{1}{k}\sum_{i \in S} \exp(A_i/\eta)\Big)
+          = \eta\,\epsilon_\eta + \eta\,\big(m + \log \textstyle\sum_{i\in S} e^{u_i - m} - \log k\big),
+
+    with ``u_i = A_i / eta``, ``m = max_S u_i`` (treated as a constant: the identity holds for any m) and
+    ``k = |S|``. Every exponent is ``<= 0``, so the loss is finite for any ``|A|/eta`` (e.g. 1e3, where it
+    tends to ``eps_eta * eta + max_S A + eta * log(#argmax / k)``).
+
+    Its derivative is ``dL/deta = eps_eta - KL(psi || U_S)`` with ``U_S`` uniform on ``S`` (seed 000 §6:
+    ``eps_eta + g(eta) - E_psi[A]/eta``): ``eta`` falls while the E-step KL is below ``eps_eta`` (sharper
+    weights) and rises when it exceeds it.
+
+    Args:
+        eta: temperature ``eta > 0``, a 0-d tensor carrying the gradient (or a float: no gradient).
+        advantages: ``[N]`` advantages; detached inside (gradient only reaches ``eta``).
+        selected: ``[N]`` bool top-k set ``S``.
+        eps_eta: KL bound ``epsilon_eta`` of the E-step constraint.
+
+    Returns:
+        ``(loss, extras)``: 0-d fp32 loss (0 if ``S`` is empty); extras ``"loss/eta"``, ``"vmpo/eta"``,
+        ``"vmpo/kl_psi"`` (the E-step ``KL(psi || U_S)`` that the dual drives towards ``eps_eta``).
+    """
+    a = advantages.detach().float()
+    sel = selected.bool()
+    eta_t = _as_fp32_scalar(eta, a)
+    # Non-selected entries are replaced before the division so garbage there (inf/nan) cannot leak.
+    u = torch.where(sel, a, torch.zeros_like(a)) / eta_t
+    neg_inf = torch.full_like(u, -math.inf)
+    m = torch.where(sel, u, neg_inf).max().detach()
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))  # S empty -> m = 0
+    # exp(-inf) = 0 with zero gradient, so unselected entries contribute neither value nor gradient.
+    sum_exp = torch.exp(torch.where(sel, u - m, neg_inf)).sum()
+    n_sel = sel.sum().float()
+    log_mean_exp = (
+        m + torch.log(sum_exp.clamp_min(torch.finfo(torch.float32).tiny)) - torch.log(n_sel.clamp_min(1.0))
+    )
+    loss = eta_t * eps_eta + eta_t * log_mean_exp
+    loss = torch.where(n_sel > 0, loss, torch.zeros_like(loss))
+
+    with torch.no_grad():
+        psi = e_step_weights(a, sel, eta_t)
+        # KL(psi || U_S) = sum_S psi log(psi k); 0 log 0 = 0.
+        log_ratio = torch.log(psi * n_sel.clamp_min(1.0))
+        kl_psi = torch.where(psi > 0, psi * log_ratio, torch.zeros_like(psi)).sum()
+    extras = {"loss/eta": loss.detach(), "vmpo/eta": eta_t.detach(), "vmpo/kl_psi": kl_psi}
+    return loss, extras
+
+
+def policy_loss(log_probs: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
+    """M-step weighted maximum likelihood (seed 000 §5 "M-Step"): ``L_pi = -sum_i psi_i log pi(a_i|s_i)``.
+
+    Args:
+        log_probs: ``[N]`` ``log pi_theta(a|s)`` of the taken actions (carries the gradient).
+        psi: ``[N]`` E-step weights (:func:`e_step_weights`); detached inside. Entries with ``psi = 0`` are
+            excluded from value and gradient (a ``-inf`` log-prob there gives no nan).
+
+    Returns:
+        0-d fp32 loss.
+    """
+    w = psi.detach().float()
+    lp = torch.where(w > 0, log_probs.float(), torch.zeros_like(w))
+    return -(w * lp).sum()
+
+
+def categorical_kl(logits_old: torch.Tensor, logits_new: torch.Tensor) -> torch.Tensor:
+    """``KL(pi_old || pi_new)`` of categorical distributions given by logits, over the last axis.
+
+    ``sum_a p_old(a) (log p_old(a) - log p_new(a))``, computed from ``log_softmax`` in fp32. ``logits_old``
+    (the target/behaviour policy) is detached inside: the KL only trains ``logits_new``. Actions with
+    ``p_old = 0`` contribute 0.
+
+    Args:
+        logits_old: ``[..., A]`` logits of ``pi_old``.
+        logits_new: ``[..., A]`` logits of ``pi_new`` (carries the gradient).
+
+    Returns:
+        ``[...]`` fp32 KL, ``>= 0``.
+    """
+    logp_old = F.log_softmax(logits_old.detach().float(), dim=-1)
+    logp_new = F.log_softmax(logits_new.float(), dim=-1)
+    p_old = logp_old.exp()
+    terms = torch.where(p_old > 0, p_old * (logp_old - logp_new), torch.zeros_like(p_old))
+    return terms.sum(dim=-1)
+
+
+def trust_region_loss(
+    alpha: torch.Tensor | float,
+    kl: torch.Tensor,
+    valid: torch.Tensor,
+    eps_alpha: float,
+) -> tuple[torch.Tensor, Extras]:
+    r"""M-step KL trust region with Lagrange multiplier ``alpha`` (seed 000 §5 eq. (1); seed 002 §3 eq. (2)).
+
+    .. math::
+        \mathcal{L}_\alpha(\theta, \alpha) = \alpha\,(\epsilon_\alpha - \mathrm{sg}[\overline{KL}])
+            + \mathrm{sg}[\alpha]\,\overline{KL}, \qquad
+        \overline{KL} = \operatorname{mean}_{\text{valid}} KL(\pi_{old} \| \pi_\theta),
+
+    averaged over the whole valid batch (not only the top-k set). ``dL/dalpha = eps_alpha - KL``: negative
+    when the constraint is violated (KL > eps_alpha), so gradient descent grows ``alpha``; the policy
+    receives ``alpha * dKL/dtheta`` and ``alpha`` gets no gradient from that second term.
+
+    Args:
+        alpha: multiplier ``alpha > 0``, 0-d tensor carrying the gradient (or a float).
+        kl: ``[N]`` per-state ``KL(pi_old || pi_theta)`` (:func:`categorical_kl`), carrying the gradient.
+        valid: ``[N]`` bool/0-1 mask of real transitions.
+        eps_alpha: trust-region bound ``epsilon_alpha``.
+
+    Returns:
+        ``(loss, extras)``: 0-d fp32 loss (0 if nothing is valid); extras ``"loss/alpha"``, ``"vmpo/alpha"``,
+        ``"vmpo/kl_mean"``, ``"vmpo/kl_max"``.
+    """
+    kl = kl.float()
+    v = valid.bool()
+    alpha_t = _as_fp32_scalar(alpha, kl)
+    kl_mean = _masked_mean(kl, v)
+    loss = alpha_t * (eps_alpha - kl_mean.detach()) + alpha_t.detach() * kl_mean
+    loss = torch.where(v.any(), loss, torch.zeros_like(loss))  # no valid state: no constraint, no gradient
+    with torch.no_grad():
+        kl_max = torch.where(v, kl, torch.zeros_like(kl)).max() if kl.numel() else kl.new_zeros(())
+    extras = {
+        "loss/alpha": loss.detach(),
+        "vmpo/alpha": alpha_t.detach(),
+        "vmpo/kl_mean": kl_mean.detach(),
+        "vmpo/kl_max": kl_max,
+    }
+    return loss, extras
+
+
+def vmpo_loss(
+    logits: torch.Tensor,
+    target_logits: torch.Tensor,
+    actions: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    eta: torch.Tensor | float,
+    alpha: torch.Tensor | float,
+    topk_fraction: float,
+    eps_eta: float,
+    eps_alpha: float,
+) -> tuple[torch.Tensor, Extras]:
+    """The V-MPO policy-side loss ``L_pi + L_eta + L_alpha`` (seed 000 §5; seed 002 §3), discrete actions.
+
+    1. ``S = topk_mask(A, mask, topk_fraction)``; 2. ``psi = e_step_weights(A, S, eta)``;
+    3. ``L_pi = -sum psi log pi_theta(a|s)``; 4. ``L_eta`` (:func:`temperature_loss`);
+    5. ``L_alpha`` with ``KL(pi_target || pi_theta)`` averaged over ``mask`` (:func:`trust_region_loss`).
+
+    The value loss ``L_V`` is the learner's. Gradients: ``logits`` get ``L_pi`` and ``sg[alpha] * KL``;
+    ``eta`` gets ``L_eta`` only; ``alpha`` gets ``alpha (eps_alpha - sg[KL])`` only; ``target_logits`` and
+    ``advantages`` get none. Masked (reset) steps get no gradient at all.
+
+    Args:
+        logits: ``[T, B, A]`` online policy logits ``pi_theta`` (may be bf16; maths is fp32).
+        target_logits: ``[T, B, A]`` logits of ``pi_old`` (target network / behaviour); detached inside.
+        actions: ``[T, B]`` int64 actions taken.
+        advantages: ``[T, B]`` ``A = G^(n) - V`` (e.g. from :func:`agent.returns.n_step_returns`); detached.
+        mask: ``[T, B]`` bool/0-1, 1 = real transition (0 at autoreset steps).
+        eta: temperature, 0-d tensor (``LagrangeMultiplier.value()``) or float.
+        alpha: KL multiplier, 0-d tensor or float.
+        topk_fraction: fraction ``rho`` of valid samples kept by the E-step (paper: 0.5).
+        eps_eta: E-step KL bound ``epsilon_eta``.
+        eps_alpha: M-step trust-region bound ``epsilon_alpha``.
+
+    Returns:
+        ``(loss, extras)``: 0-d fp32 loss and detached 0-d fp32 scalars ``"loss/policy"``, ``"loss/eta"``,
+        ``"loss/alpha"``, ``"vmpo/eta"``, ``"vmpo/alpha"``, ``"vmpo/kl_mean"``, ``"vmpo/kl_max"``,
+        ``"vmpo/kl_psi"``, ``"vmpo/adv_topk_mean"``, ``"vmpo/adv_topk_min"``, ``"vmpo/adv_mean"``,
+        ``"vmpo/adv_std"``, ``"vmpo/ess"`` (``1 / sum psi^2``), ``"vmpo/ess_frac"`` (ess / ``|S|``),
+        ``"vmpo/num_selected"``, ``"policy/entropy"`` (mean over ``mask``).
+    """
+    if logits.shape != target_logits.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} != target_logits {tuple(target_logits.shape)}")
+    for name, x in (("actions", actions), ("advantages", advantages), ("mask", mask)):
+        if x.shape != logits.shape[:-1]:
+            raise ValueError(f"{name} must have shape {tuple(logits.shape[:-1])}, got {tuple(x.shape)}")
+    log_pi = F.log_softmax(logits.float(), dim=-1)  # [T, B, A]
+    log_probs = log_pi.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)  # [T, B]
+    adv = advantages.detach().float()
+    valid = mask.bool()
+
+    selected = topk_mask(adv, valid, topk_fraction)  # [T, B]
+    psi = e_step_weights(adv, selected, eta)  # [T, B], sums to 1 over S
+    loss_pi = policy_loss(log_probs, psi)
+    loss_eta, extras_eta = temperature_loss(eta, adv, selected, eps_eta)
+    kl = categorical_kl(target_logits, logits)  # [T, B]
+    loss_alpha, extras_alpha = trust_region_loss(alpha, kl, valid, eps_alpha)
+    loss = loss_pi + loss_eta + loss_alpha
+
+    with torch.no_grad():
+        n_sel = selected.sum().float()
+        zeros = torch.zeros_like(adv)
+        adv_mean = _masked_mean(adv, valid)
+        n_valid = valid.sum().float()
+        adv_var = _masked_mean((adv - adv_mean) ** 2, valid) * n_valid / (n_valid - 1).clamp_min(1.0)
+        topk_min = torch.where(selected, adv, torch.full_like(adv, math.inf)).min()
+        ess = 1.0 / (psi**2).sum().clamp_min(torch.finfo(torch.float32).tiny)
+        entropy = -(log_pi.exp() * log_pi).nan_to_num().sum(-1)  # 0 log 0 = 0 for -inf logits
+        extras = {
+            "loss/policy": loss_pi.detach(),
+            **extras_eta,
+            **extras_alpha,
+            "vmpo/adv_topk_mean": torch.where(selected, adv, zeros).sum() / n_sel.clamp_min(1.0),
+            "vmpo/adv_topk_min": torch.where(n_sel > 0, topk_min, zeros.sum()),
+            "vmpo/adv_mean": adv_mean,
+            "vmpo/adv_std": adv_var.sqrt(),
+            "vmpo/ess": torch.where(n_sel > 0, ess, zeros.sum()),
+            "vmpo/ess_frac": torch.where(n_sel > 0, ess / n_sel.clamp_min(1.0), zeros.sum()),
+            "vmpo/num_selected": n_sel,
+            "policy/entropy": _masked_mean(entropy, valid),
+        }
+    return loss, extras
