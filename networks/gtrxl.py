@@ -1,0 +1,362 @@
+"""Transformer cores: GTrXL, TrXL-I and TrXL with a sliding-window memory and a key/value cache.
+
+References
+- Dai et al. 2019, Transformer-XL, section 3.3: relative positional encodings,
+  ``score(i, j) = (q_i + u) . k_j + (q_i + v) . W_r R_{i-j}``.
+- Parisotto et al. 2019, Stabilizing Transformers for RL (GTrXL), section 3 / seed 000 section 8:
+  identity map reordering (TrXL-I, section 3.1) and gating layers (section 3.2).
+
+Attention semantics (the contract the tests check)
+- Query at absolute time ``i`` attends key ``j`` iff ``0 <= i - j <= M`` (sliding window, ``M`` =
+  ``memory_length``) and ``j`` is in the same episode as ``i``. A query always sees itself.
+- The memory of a layer is its last ``M`` *inputs* (detached), oldest first. Because the memory always
+  holds exactly the last ``M`` steps, slot ``m`` of the memory is at distance ``M - m`` from the next
+  query; no position counter is needed. Slots not yet filled, or from an earlier episode, are marked
+  invisible by ``valid``.
+- ``step`` (one token, cached keys/values), ``unroll`` (``T`` tokens from a stored memory) and a
+  full-history recompute with the window mask are the same function.
+
+Core state (batch-first so that ``{k: v[idx]}`` selects environments)::
+
+    memory [B, L, M, d]      layer inputs, detached
+    valid  [B, M] bool       slot is filled and in the episode of the last processed step
+    k, v   [B, L, M, H, Dh]  keys/values of the memory, projected with the parameters at caching time
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from configs.schema import NetConfig
+
+State = dict[str, torch.Tensor]
+TRANSFORMER_CORES = ("gtrxl", "trxl", "trxl_i")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Masks and positions
+
+
+def window_episode_mask(valid: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
+    """Visibility of keys ``[memory; current]`` for each current query.
+
+    Args:
+        valid: [B, M] bool, memory slot visible to the query that follows it (absent a reset).
+        first: [B, T] bool, step ``t`` is the first of a new episode.
+
+    Returns:
+        [B, T, M + T] bool, ``True`` where query ``t`` (absolute time ``M + t``) may attend key ``j``:
+        ``0 <= (M + t) - j <= M`` and key ``j`` is in the query's episode.
+    """
+    M = valid.shape[1]
+    T = first.shape[1]
+    episode = torch.cumsum(first.long(), dim=1)  # [B, T], 0 = the episode the memory belongs to
+    mem_episode = torch.where(valid, 0, -1)  # [B, M], -1 never matches a query
+    key_episode = torch.cat([mem_episode, episode], dim=1)  # [B, M + T]
+    dist = relative_distance(T, M, valid.device)  # [T, M + T]
+    in_window = (dist >= 0) & (dist <= M)
+    same_episode = key_episode[:, None, :] == episode[:, :, None]  # [B, T, M + T]
+    return same_episode & in_window
+
+
+def relative_distance(T: int, M: int, device: torch.device | None = None) -> torch.Tensor:
+    """[T, M + T] long, ``i - j`` between query ``t`` (absolute ``M + t``) and key ``j``."""
+    return (M + torch.arange(T, device=device))[:, None] - torch.arange(M + T, device=device)[None, :]
+
+
+def sinusoid_positions(num: int, dim: int, device=None, dtype=None) -> torch.Tensor:
+    """[num, dim] sinusoidal encodings ``R_d`` of distances ``d = 0..num-1`` (Vaswani et al. 2017, 3.5).
+
+    Layout ``[sin(d w_0), .., sin(d w_{dim/2-1}), cos(d w_0), ..]`` with ``w_k = 10000^(-2k/dim)``
+    (Transformer-XL's ``PositionalEmbedding``).
+    """
+    inv_freq = 1.0 / (10000 ** (torch.arange(0, dim, 2, device=device, dtype=torch.float64) / dim))
+    angles = torch.arange(num, device=device, dtype=torch.float64)[:, None] * inv_freq[None, :]
+    enc = torch.cat([angles.sin(), angles.cos()], dim=-1)[:, :dim]
+    return enc.to(dtype or torch.get_default_dtype())
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Attention
+
+
+class RelativeMultiHeadAttention(nn.Module):
+    """Multi-head attention with Transformer-XL relative positions (Dai et al. 2019, section 3.3).
+
+    ``score(i, j) = [(q_i + u) . k_j + (q_i + v) . W_r R_{i-j}] / sqrt(Dh)``, softmax over visible keys.
+    The positional term and the mask enter ``scaled_dot_product_attention`` as an additive float
+    ``attn_mask``; ``use_sdpa=False`` computes the same with an explicit einsum softmax (the reference
+    the tests compare against, gradients included).
+    """
+
+    def __init__(self, d_model: int, num_heads: int, head_dim: int, use_sdpa: bool = True):
+        super().__init__()
+        self.num_heads, self.head_dim, self.use_sdpa = num_heads, head_dim, use_sdpa
+        inner = num_heads * head_dim
+        self.q_proj = nn.Linear(d_model, inner, bias=False)
+        self.kv_proj = nn.Linear(d_model, 2 * inner, bias=False)
+        self.r_proj = nn.Linear(d_model, inner, bias=False)  # W_r
+        self.u = nn.Parameter(torch.randn(num_heads, head_dim) * 0.02)  # content bias
+        self.v = nn.Parameter(torch.randn(num_heads, head_dim) * 0.02)  # position bias
+        self.out_proj = nn.Linear(inner, d_model)
+
+    def project_kv(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, S, d] (already layer-normed where the variant does so) -> keys, values [B, S, H, Dh]."""
+        k, v = rearrange(self.kv_proj(h), "b s (two h e) -> two b s h e", two=2, h=self.num_heads)
+        return k, v
+
+    def forward(self, h: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Attend from the current tokens to ``[memory; current]``.
+
+        Args:
+            h: [B, T, d] current (normed) layer inputs, used for the queries.
+            k, v: [B, M + T, H, Dh] keys/values of memory then current tokens.
+            mask: [B, T, M + T] bool visibility (see :func:`window_episode_mask`).
+        Returns:
+            [B, T, d]
+        """
+        B, T, _ = h.shape
+        M = k.shape[1] - T
+        q = rearrange(self.q_proj(h), "b t (h e) -> b h t e", h=self.num_heads)
+        R = sinusoid_positions(M + 1, h.shape[-1], device=h.device, dtype=self.r_proj.weight.dtype)
+        pos = rearrange(self.r_proj(R), "r (h e) -> h r e", h=self.num_heads).to(
+            q.dtype
+        )  # W_r R [H, M+1, Dh]
+        pos_scores = torch.einsum("bhte,hre->bhtr", q + self.v[:, None].to(q.dtype), pos)  # [B, H, T, M+1]
+        dist = relative_distance(T, M, h.device).clamp(0, M)  # out-of-window entries are masked below
+        pos_scores = pos_scores.gather(-1, dist.expand(B, self.num_heads, T, M + T))  # [B, H, T, M+T]
+        scale = 1.0 / math.sqrt(self.head_dim)
+        bias = (pos_scores * scale).masked_fill(~mask[:, None], float("-inf"))
+        q_content = q + self.u[:, None].to(q.dtype)
+        k, v = rearrange(k, "b s h e -> b h s e"), rearrange(v, "b s h e -> b h s e")
+        if self.use_sdpa:
+            out = F.scaled_dot_product_attention(q_content, k.to(q.dtype), v.to(q.dtype), attn_mask=bias)
+        else:
+            scores = torch.einsum("bhte,bhse->bhts", q_content, k.to(q.dtype)) * scale + bias
+            out = torch.einsum("bhts,bhse->bhte", scores.softmax(dim=-1), v.to(q.dtype))
+        return self.out_proj(rearrange(out, "b h t e -> b t (h e)"))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Gates g(x, y): x = residual stream, y = sub-layer output
+
+
+class ResidualGate(nn.Module):
+    """g(x, y) = x + y (TrXL, TrXL-I)."""
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return x + y
+
+
+class GRUGate(nn.Module):
+    """GRU-type gate (GTrXL section 3.2)::
+
+        r = σ(W_r y + U_r x),  z = σ(W_z y + U_z x - b_g),  ĥ = tanh(W_g y + U_g (r ⊙ x)),
+        g(x, y) = (1 - z) ⊙ x + z ⊙ ĥ
+
+    ``b_g`` is a learned per-unit bias initialised to ``gate_bias`` (2: the gate starts near identity).
+    """
+
+    def __init__(self, d_model: int, gate_bias: float):
+        super().__init__()
+        self.w = nn.Linear(d_model, 3 * d_model, bias=False)  # [W_r; W_z; W_g] y
+        self.u_rz = nn.Linear(d_model, 2 * d_model, bias=False)  # [U_r; U_z] x
+        self.u_g = nn.Linear(d_model, d_model, bias=False)  # U_g (r ⊙ x)
+        self.b_g = nn.Parameter(torch.full((d_model,), float(gate_bias)))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        wr, wz, wg = self.w(y).chunk(3, dim=-1)
+        ur, uz = self.u_rz(x).chunk(2, dim=-1)
+        r = torch.sigmoid(wr + ur)
+        z = torch.sigmoid(wz + uz - self.b_g)
+        h_hat = torch.tanh(wg + self.u_g(r * x))
+        return (1 - z) * x + z * h_hat
+
+
+class SigmoidOutputGate(nn.Module):
+    """Output gate (GTrXL section 3.2): g(x, y) = x + σ(W_g x - b_g) ⊙ y."""
+
+    def __init__(self, d_model: int, gate_bias: float):
+        super().__init__()
+        self.w_g = nn.Linear(d_model, d_model, bias=False)
+        self.b_g = nn.Parameter(torch.full((d_model,), float(gate_bias)))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return x + torch.sigmoid(self.w_g(x) - self.b_g) * y
+
+
+def make_gate(cfg: NetConfig) -> nn.Module:
+    if cfg.core != "gtrxl":
+        return ResidualGate()
+    return (
+        GRUGate(cfg.d_model, cfg.gate_bias)
+        if cfg.gate == "gru"
+        else SigmoidOutputGate(cfg.d_model, cfg.gate_bias)
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# One layer
+
+
+class TransformerXLLayer(nn.Module):
+    """One transformer layer; the three variants share this code and these parameter names.
+
+    Pre-LN (``gtrxl``, ``trxl_i``; GTrXL eqs. in section 3.1-3.2)::
+
+        y  = act(attn(LN1(x), LN1([memory; x])))      x1 = g1(x, y)
+        y2 = act(mlp(LN2(x1)))                         x2 = g2(x1, y2)
+
+    Post-LN (``trxl``, Dai et al. 2019)::
+
+        x1 = LN1(g1(x, act(attn(x, [memory; x]))))     x2 = LN2(g2(x1, act(mlp(x1))))
+
+    with ``act`` = ReLU for pre-LN (GTrXL 3.1: two linear maps would otherwise meet on the identity path)
+    and identity for post-LN, ``g`` = residual add except for ``gtrxl``. With ``norm1``, ``norm2`` and
+    ``act`` replaced by ``nn.Identity`` the pre-LN and post-LN layers are the same function (tested).
+    """
+
+    def __init__(self, cfg: NetConfig, use_sdpa: bool = True):
+        super().__init__()
+        self.pre_norm = cfg.core in ("gtrxl", "trxl_i")
+        self.norm1 = nn.LayerNorm(cfg.d_model)
+        self.norm2 = nn.LayerNorm(cfg.d_model)
+        self.attn = RelativeMultiHeadAttention(cfg.d_model, cfg.num_heads, cfg.head_dim, use_sdpa)
+        self.mlp = nn.Sequential(
+            nn.Linear(cfg.d_model, cfg.mlp_dim), nn.ReLU(), nn.Linear(cfg.mlp_dim, cfg.d_model)
+        )
+        self.act = nn.ReLU() if self.pre_norm else nn.Identity()
+        self.gate1 = make_gate(cfg)
+        self.gate2 = make_gate(cfg)
+
+    def attn_input(self, x: torch.Tensor) -> torch.Tensor:
+        """What queries/keys/values are computed from: LN1(x) for pre-LN, x for post-LN."""
+        return self.norm1(x) if self.pre_norm else x
+
+    def project_kv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layer inputs [B, S, d] -> keys, values [B, S, H, Dh] (used for the memory)."""
+        return self.attn.project_kv(self.attn_input(x))
+
+    def forward(
+        self, x: torch.Tensor, mem_k: torch.Tensor, mem_v: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x [B, T, d], mem_k/mem_v [B, M, H, Dh], mask [B, T, M+T] -> (x2 [B, T, d], k, v [B, T, H, Dh])."""
+        h = self.attn_input(x)
+        k, v = self.attn.project_kv(h)
+        y = self.act(self.attn(h, torch.cat([mem_k, k], dim=1), torch.cat([mem_v, v], dim=1), mask))
+        x1 = self.gate1(x, y)
+        if not self.pre_norm:
+            x1 = self.norm1(x1)
+        y2 = self.act(self.mlp(self.norm2(x1) if self.pre_norm else x1))
+        x2 = self.gate2(x1, y2)
+        if not self.pre_norm:
+            x2 = self.norm2(x2)
+        return x2, k, v
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The core
+
+
+def _last(x: torch.Tensor, n: int) -> torch.Tensor:
+    """Last ``n`` entries along dim 1 (``x[:, -0:]`` would keep everything)."""
+    return x[:, x.shape[1] - n :]
+
+
+class TransformerCore(nn.Module):
+    """Stack of :class:`TransformerXLLayer` with a per-layer memory of the last ``M`` layer inputs.
+
+    Interface shared with the recurrent cores: ``initial_state``, ``step``, ``unroll``, ``refresh_cache``,
+    ``out_dim``.
+    """
+
+    def __init__(self, cfg: NetConfig, use_sdpa: bool = True):
+        super().__init__()
+        if cfg.core not in TRANSFORMER_CORES:
+            raise ValueError(
+                f"net.core={cfg.core!r} is not a transformer core; accepted: gtrxl, trxl, trxl_i"
+            )
+        self.memory_length = cfg.memory_length
+        self.num_heads, self.head_dim, self.out_dim = cfg.num_heads, cfg.head_dim, cfg.d_model
+        self.layers = nn.ModuleList(TransformerXLLayer(cfg, use_sdpa) for _ in range(cfg.num_layers))
+
+    def initial_state(self, batch_size: int, device=None) -> State:
+        """Empty memory: every slot invisible."""
+        p = next(self.parameters())
+        device = p.device if device is None else device
+        B, L, M = batch_size, len(self.layers), self.memory_length
+        kv_shape = (B, L, M, self.num_heads, self.head_dim)
+        return {
+            "memory": torch.zeros(B, L, M, self.out_dim, device=device, dtype=p.dtype),
+            "valid": torch.zeros(B, M, dtype=torch.bool, device=device),
+            "k": torch.zeros(kv_shape, device=device, dtype=p.dtype),
+            "v": torch.zeros(kv_shape, device=device, dtype=p.dtype),
+        }
+
+    def step(self, x: torch.Tensor, first: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """One acting step with the key/value cache: O(1) projections, O(M) attention.
+
+        x [B, d], first [B] bool -> (y [B, d], new_state).
+        """
+        mask = window_episode_mask(state["valid"], first[:, None])  # [B, 1, M + 1]
+        h = x[:, None]  # [B, 1, d]
+        mems, ks, vs = [], [], []
+        for i, layer in enumerate(self.layers):
+            mem_k, mem_v = state["k"][:, i], state["v"][:, i]
+            out, k, v = layer(h, mem_k, mem_v, mask)
+            mems.append(torch.cat([state["memory"][:, i], h.to(state["memory"].dtype)], dim=1))
+            ks.append(torch.cat([mem_k, k.to(mem_k.dtype)], dim=1))
+            vs.append(torch.cat([mem_v, v.to(mem_v.dtype)], dim=1))
+            h = out
+        return h[:, 0], self._shift_in(state, mask[:, -1], mems, ks, vs)
+
+    def unroll(self, x: torch.Tensor, first: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """Differentiable forward over a segment from its stored memory (learner).
+
+        The memory's keys/values are re-projected from ``state["memory"]`` with the current parameters
+        (the cached ``k``/``v`` are not read). x [T, B, d], first [T, B] -> (y [T, B, d], final_state).
+        """
+        h = rearrange(x, "t b d -> b t d")
+        mask = window_episode_mask(state["valid"], rearrange(first, "t b -> b t"))  # [B, T, M + T]
+        mems, ks, vs = [], [], []
+        for i, layer in enumerate(self.layers):
+            mem = state["memory"][:, i].to(h.dtype)
+            mem_k, mem_v = layer.project_kv(mem)
+            out, k, v = layer(h, mem_k, mem_v, mask)
+            mems.append(torch.cat([mem, h], dim=1))
+            ks.append(torch.cat([mem_k, k], dim=1))
+            vs.append(torch.cat([mem_v, v], dim=1))
+            h = out
+        final = self._shift_in(state, mask[:, -1], mems, ks, vs)
+        return rearrange(h, "b t d -> t b d"), final
+
+    def _shift_in(self, state: State, last_row: torch.Tensor, mems: list, ks: list, vs: list) -> State:
+        """New state = the last M slots of ``[memory; current]`` per layer (lists over layers of
+        [B, M + T, ...]); ``last_row`` [B, M + T] is the mask row of the last query, i.e. which of those
+        keys belong to the episode of the last step."""
+        M = self.memory_length
+
+        def keep(parts: list[torch.Tensor], old: torch.Tensor) -> torch.Tensor:
+            return torch.stack([_last(p, M) for p in parts], dim=1).detach().to(old.dtype)  # [B, L, M, ...]
+
+        return {
+            "memory": keep(mems, state["memory"]),
+            "valid": _last(last_row, M),
+            "k": keep(ks, state["k"]),
+            "v": keep(vs, state["v"]),
+        }
+
+    @torch.no_grad()
+    def refresh_cache(self, state: State) -> State:
+        """Re-project the cached keys/values from the stored memory with the current parameters."""
+        ks, vs = [], []
+        for i, layer in enumerate(self.layers):
+            k, v = layer.project_kv(state["memory"][:, i])
+            ks.append(k)
+            vs.append(v)
+        return {**state, "k": torch.stack(ks, dim=1), "v": torch.stack(vs, dim=1)}

@@ -1,0 +1,264 @@
+"""Transformer cores: cached step == unroll == an independent full-history recompute; init near identity;
+TrXL vs TrXL-I; refresh_cache; SDPA vs explicit softmax."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from configs.schema import NetConfig
+from networks.gtrxl import GRUGate, SigmoidOutputGate, TransformerCore, window_episode_mask
+
+VARIANTS = [("gtrxl", "gru"), ("gtrxl", "sigmoid_output"), ("trxl", "gru"), ("trxl_i", "gru")]
+
+
+def tiny_cfg(core: str = "gtrxl", gate: str = "gru", memory_length: int = 3, **kw) -> NetConfig:
+    base = dict(d_model=12, num_layers=2, num_heads=2, head_dim=5, mlp_dim=16, memory_length=memory_length)
+    return NetConfig(core=core, gate=gate, **{**base, **kw})
+
+
+def make_core(core: str, gate: str, memory_length: int = 3, seed: int = 0, **kw) -> TransformerCore:
+    torch.manual_seed(seed)
+    net = TransformerCore(tiny_cfg(core, gate, memory_length, **kw)).double()
+    with torch.no_grad():  # make every term matter: non-trivial u, v, LayerNorm affine and gate biases
+        for name, p in net.named_parameters():
+            if name.endswith((".u", ".v", "norm1.weight", "norm2.bias", "b_g")):
+                p.add_(0.3 * torch.randn_like(p))
+    return net
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Independent reference: whole history, explicit loops over (batch, query), the window + episode mask.
+
+
+def ref_sinusoid(num: int, dim: int) -> torch.Tensor:
+    R = torch.zeros(num, dim, dtype=torch.float64)
+    half = dim // 2
+    for d in range(num):
+        for k in range(half):
+            angle = d / 10000 ** (2 * k / dim)
+            R[d, k], R[d, half + k] = math.sin(angle), math.cos(angle)
+    return R
+
+
+def ref_attention(attn, a_in: torch.Tensor, episode: torch.Tensor, M: int) -> torch.Tensor:
+    """a_in [B, N, d] normed inputs of the whole history, episode [B, N] ids -> attention output [B, N, d]."""
+    B, N, d = a_in.shape
+    H, E = attn.num_heads, attn.head_dim
+    q = (a_in @ attn.q_proj.weight.T).view(B, N, H, E)
+    k, v = (a_in @ attn.kv_proj.weight.T).view(B, N, 2, H, E).unbind(2)
+    pos = (ref_sinusoid(M + 1, d) @ attn.r_proj.weight.T).view(M + 1, H, E)  # W_r R_{i-j}
+    out = torch.zeros(B, N, H, E, dtype=a_in.dtype)
+    for b in range(B):
+        for i in range(N):
+            js = [j for j in range(N) if 0 <= i - j <= M and episode[b, j] == episode[b, i]]
+            scores = torch.stack(
+                [
+                    ((q[b, i] + attn.u) * k[b, j]).sum(-1) + ((q[b, i] + attn.v) * pos[i - j]).sum(-1)
+                    for j in js
+                ]
+            ) / math.sqrt(E)  # [J, H]
+            p = scores.softmax(dim=0)
+            out[b, i] = (p[:, :, None] * v[b, js]).sum(0)
+    return attn.out_proj(out.reshape(B, N, H * E))
+
+
+def ref_gate(gate: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    if isinstance(gate, GRUGate):
+        W_r, W_z, W_g = gate.w.weight.chunk(3, dim=0)
+        U_r, U_z = gate.u_rz.weight.chunk(2, dim=0)
+        r = torch.sigmoid(y @ W_r.T + x @ U_r.T)
+        z = torch.sigmoid(y @ W_z.T + x @ U_z.T - gate.b_g)
+        h_hat = torch.tanh(y @ W_g.T + (r * x) @ gate.u_g.weight.T)
+        return (1 - z) * x + z * h_hat
+    if isinstance(gate, SigmoidOutputGate):
+        return x + torch.sigmoid(x @ gate.w_g.weight.T - gate.b_g) * y
+    return x + y
+
+
+def ref_forward(core: TransformerCore, core_name: str, x: torch.Tensor, first: torch.Tensor):
+    """x [N, B, d] whole history from its first step, first [N, B]
+    -> (out [N, B, d], layer inputs [L, B, N, d])."""
+    h, episode, M = x.transpose(0, 1), torch.cumsum(first.T.long(), dim=1), core.memory_length
+    inputs = []
+    for layer in core.layers:
+        inputs.append(h)
+        if core_name == "trxl":  # post-LN: x1 = LN(x + attn(x)), x2 = LN(x1 + mlp(x1))
+            x1 = layer.norm1(h + ref_attention(layer.attn, h, episode, M))
+            h = layer.norm2(x1 + layer.mlp(x1))
+        else:  # pre-LN + ReLU, gated (gtrxl) or residual (trxl_i)
+            y = torch.relu(ref_attention(layer.attn, layer.norm1(h), episode, M))
+            x1 = ref_gate(layer.gate1, h, y)
+            h = ref_gate(layer.gate2, x1, torch.relu(layer.mlp(layer.norm2(x1))))
+    return h.transpose(0, 1), torch.stack(inputs)
+
+
+def history(N: int = 12, B: int = 3, d: int = 12, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(N, B, d, generator=g, dtype=torch.float64)
+    first = torch.zeros(N, B, dtype=torch.bool)
+    first[0] = True
+    first[6, 0] = True  # reset inside the unrolled segment [4, 10)
+    first[8, 1] = True
+    first[4, 2] = True  # reset on the segment's first step
+    return x, first
+
+
+# ----------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("core_name", "gate"), VARIANTS)
+def test_step_unroll_and_full_recompute_agree(core_name: str, gate: str) -> None:
+    core = make_core(core_name, gate, memory_length=3)
+    x, first = history()
+    N, B = first.shape
+    with torch.no_grad():
+        ref, ref_inputs = ref_forward(core, core_name, x, first)
+
+        state, stepped = core.initial_state(B), []  # cached step() over the whole history
+        for t in range(N):
+            y, state = core.step(x[t], first[t], state)
+            stepped.append(y)
+        step_final = state
+
+        state, pieces = core.initial_state(B), []  # step 4, then unroll 6 (two resets), then unroll 2 more
+        for t in range(4):
+            y, state = core.step(x[t], first[t], state)
+            pieces.append(y[None])
+        for lo, hi in ((4, 10), (10, N)):
+            y, state = core.unroll(x[lo:hi], first[lo:hi], state)
+            pieces.append(y)
+
+        whole, whole_final = core.unroll(x, first, core.initial_state(B))
+
+    torch.testing.assert_close(torch.stack(stepped), ref, atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.cat(pieces), ref, atol=1e-5, rtol=0)
+    torch.testing.assert_close(whole, ref, atol=1e-5, rtol=0)
+    # final memory = the last M layer inputs; valid = same episode as the last step
+    M = core.memory_length
+    for final in (step_final, state, whole_final):
+        torch.testing.assert_close(
+            final["memory"], ref_inputs[:, :, N - M :].transpose(0, 1), atol=1e-5, rtol=0
+        )
+        episode = torch.cumsum(first.long(), 0)
+        torch.testing.assert_close(final["valid"], (episode[N - M :] == episode[-1]).T)
+        torch.testing.assert_close(final["k"], core.refresh_cache(final)["k"], atol=1e-5, rtol=0)
+
+
+def test_memory_shorter_than_history_changes_the_output() -> None:
+    """Sanity for the window: with M=3 the output at t=11 must not see t <= 7, with M=8 it does."""
+    x, first = history()
+    first[1:] = False
+    x2 = x.clone()
+    x2[:8] += 1.0
+    for M, should_change in ((3, False), (8, True)):
+        core = make_core("gtrxl", "gru", memory_length=M)
+        with torch.no_grad():
+            a, _ = core.unroll(x, first, core.initial_state(3))
+            b, _ = core.unroll(x2, first, core.initial_state(3))
+        assert torch.equal(a[-1], b[-1]) != should_change
+
+
+def test_mask_query_always_sees_itself() -> None:
+    valid = torch.tensor([[True, False, True]])
+    first = torch.tensor([[True, False, True, True]])
+    mask = window_episode_mask(valid, first)  # [1, 4, 7]
+    assert mask[0, :, 3:].diagonal().all()
+    assert not mask[0, :, :3].any()  # reset at t=0 hides all memory
+    assert mask[0, 1, 3] and not mask[0, 2, 4]
+
+
+def test_zero_memory_length_is_reactive() -> None:
+    core = make_core("gtrxl", "gru", memory_length=0)
+    x, first = history()
+    with torch.no_grad():
+        y, final = core.unroll(x, first, core.initial_state(3))
+        y_each = torch.stack([core.step(x[t], first[t], core.initial_state(3))[0] for t in range(len(x))])
+    torch.testing.assert_close(y, y_each, atol=1e-10, rtol=0)
+    assert final["memory"].shape == (3, 2, 0, 12)
+
+
+def test_sdpa_matches_explicit_softmax_with_gradients() -> None:
+    """The additive attn_mask carries the positional term: its gradient must reach u, v and W_r."""
+    fast = make_core("gtrxl", "gru").float()
+    slow = copy.deepcopy(fast)
+    for layer in slow.layers:
+        layer.attn.use_sdpa = False
+    x, first = history()
+    state = fast.initial_state(3)
+    state["memory"].normal_()
+    state["valid"][:] = True
+    outs = []
+    for net in (fast, slow):
+        y, _ = net.unroll(x.float(), first, state)
+        y.square().sum().backward()
+        outs.append(y)
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=1e-5)
+    for (name, p), q in zip(fast.named_parameters(), slow.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, atol=1e-4, rtol=1e-4, msg=name)
+    assert (
+        fast.layers[0].attn.v.grad.abs().sum() > 0 and fast.layers[0].attn.r_proj.weight.grad.abs().sum() > 0
+    )
+
+
+def relative_change(gate_bias: float) -> float:
+    torch.manual_seed(0)
+    cfg = NetConfig(
+        d_model=64, num_layers=1, num_heads=4, head_dim=16, mlp_dim=256, memory_length=8, gate_bias=gate_bias
+    )
+    layer = TransformerCore(cfg).layers[0]
+    x = torch.randn(4, 16, 64)
+    mem = torch.zeros(4, 0, 4, 16)
+    mask = window_episode_mask(torch.zeros(4, 0, dtype=torch.bool), torch.zeros(4, 16, dtype=torch.bool))
+    with torch.no_grad():
+        y, _, _ = layer(x, mem, mem, mask)
+    return float((y - x).norm() / x.norm())
+
+
+def test_gtrxl_layer_starts_near_identity() -> None:
+    """GTrXL 3.2: b_g = 2 biases z towards 0, so g(x, y) ~ x at initialisation."""
+    near, far = relative_change(2.0), relative_change(0.0)
+    assert near < far
+    assert near < 0.35, near  # measured 0.26 for b_g = 2 (0.76 for b_g = 0), two gated sub-layers
+
+
+def test_trxl_and_trxl_i_differ_only_in_layernorm_placement() -> None:
+    torch.manual_seed(0)
+    post = TransformerCore(tiny_cfg("trxl")).double()
+    pre = TransformerCore(tiny_cfg("trxl_i")).double()
+    assert {k: v.shape for k, v in post.state_dict().items()} == {
+        k: v.shape for k, v in pre.state_dict().items()
+    }
+    pre.load_state_dict(post.state_dict())
+    x, first = history()
+    with torch.no_grad():
+        a, _ = post.unroll(x, first, post.initial_state(3))
+        b, _ = pre.unroll(x, first, pre.initial_state(3))
+    assert (a - b).abs().max() > 1e-3  # with LayerNorm they are different functions
+    for net in (post, pre):  # remove LayerNorm and TrXL-I's ReLU on the sub-layer outputs (GTrXL 3.1)
+        for layer in net.layers:
+            layer.norm1, layer.norm2, layer.act = nn.Identity(), nn.Identity(), nn.Identity()
+    with torch.no_grad():
+        a, _ = post.unroll(x, first, post.initial_state(3))
+        b, _ = pre.unroll(x, first, pre.initial_state(3))
+    torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+
+
+def test_refresh_cache_after_parameter_change() -> None:
+    core = make_core("gtrxl", "gru", memory_length=4)
+    x, first = history()
+    state = core.initial_state(3)
+    with torch.no_grad():
+        for t in range(8):
+            _, state = core.step(x[t], first[t], state)
+        for p in core.parameters():  # a "learner update"
+            p.add_(0.1 * torch.randn_like(p))
+        stale, _ = core.step(x[8], first[8], state)
+        learner, _ = core.unroll(x[8:9], first[8:9], state)
+        fresh, _ = core.step(x[8], first[8], core.refresh_cache(state))
+    assert (stale - learner[0]).abs().max() > 1e-4
+    torch.testing.assert_close(fresh, learner[0], atol=1e-10, rtol=0)
