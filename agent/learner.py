@@ -57,7 +57,7 @@ class Learner(nn.Module):
     def build_optimizer(self) -> None:
         self.optimizer = torch.optim.Adam(self._param_groups(), lr=self.cfg.lr, eps=self.cfg.adam_eps)
 
-    def _apply(self, loss: torch.Tensor) -> Metrics:
+    def _optimizer_step(self, loss: torch.Tensor) -> Metrics:
         """Backward + clip + step; a non-finite loss or gradient skips the update (logged)."""
         self.optimizer.zero_grad(set_to_none=True)
         if not torch.isfinite(loss):
@@ -133,7 +133,7 @@ class VMPOLearner(Learner):
             self.eta.value(), self.alpha.value(), v_cfg.topk_fraction, v_cfg.eps_eta, v_cfg.eps_alpha,
         )  # fmt: skip
         loss = value_loss + policy_loss
-        metrics = self._apply(loss)
+        metrics = self._optimizer_step(loss)
         self.eta.project_()
         self.alpha.project_()
         if popart is not None and traj.mask.any():
@@ -144,7 +144,7 @@ class VMPOLearner(Learner):
             self.target_net.load_state_dict(self.net.state_dict())
         metrics.update({k: float(x) for k, x in extras.items()})
         metrics.update({
-            "loss/value": float(value_loss), "loss/total": float(loss),
+            "loss/value": float(value_loss.detach()), "loss/total": float(loss.detach()),
             "value/mean": float(masked_mean(v[:T].detach(), traj.mask)),
             "value/return_mean": float(masked_mean(returns, traj.mask)),
             "learner/lr": self.optimizer.param_groups[0]["lr"],
@@ -190,7 +190,7 @@ class PPOLearner(Learner):
                     task_values(values.float(), mb.task_id)[:T], old_v[:T, index], returns[:, index],
                     mb.mask, p.clip_coef, p.clip_value, p.vf_coef, p.ent_coef, entropy, p.norm_adv,
                 )  # fmt: skip
-                metrics = self._apply(loss)
+                metrics = self._optimizer_step(loss)
                 metrics.update({k: float(x) for k, x in extras.items()})
                 metrics["loss/total"] = float(loss)
         self.num_updates += 1

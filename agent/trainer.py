@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
-from networks.agent_net import AgentNet
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
@@ -26,6 +25,7 @@ from agent.checkpoint import CheckpointError, list_checkpoints, load_checkpoint,
 from agent.learner import Learner, make_learner
 from agent.rollout import Actor, EpisodeStats
 from configs import Config, config_to_dict
+from networks.agent_net import AgentNet
 
 
 def resolve_device(name: str) -> torch.device:
@@ -111,7 +111,8 @@ class Trainer:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
         # purge_step drops events logged after the checkpoint we resume from: no gap, no duplicate step.
-        self.writer = SummaryWriter(str(run_dir), purge_step=self.counters.global_step or None)
+        purge = self.counters.global_step + 1 if checkpoint is not None else None
+        self.writer = SummaryWriter(str(run_dir), purge_step=purge)
         self.recent_returns: collections.deque[float] = collections.deque(maxlen=100)
 
     # ---------------------------------------------------------------- checkpoints
@@ -126,6 +127,7 @@ class Trainer:
             torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
 
     def save(self) -> Path:
+        self.writer.flush()  # every curve point up to the checkpoint is on disk before it exists
         payload = {
             "config": config_to_dict(self.cfg),
             "learner": self.learner.training_state(),

@@ -1,0 +1,36 @@
+"""``make(cfg)``: one entry point from an :class:`EnvConfig` to a :class:`VecEnv`, dispatching on family."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from configs.schema import EnvConfig
+from envs.atari import AtariVecEnv
+from envs.base import VecEnv
+from envs.memory import CueRecallVecEnv
+from envs.minigrid import MiniGridVecEnv
+from envs.popgym_tasks import PopGymVecEnv
+
+
+def _dmlab(cfg: EnvConfig) -> VecEnv:
+    raise NotImplementedError(f"env.family='dmlab' is not implemented yet (env.name={cfg.name!r})")
+
+
+FAMILIES: dict[str, Callable[[EnvConfig], VecEnv]] = {
+    "atari": AtariVecEnv,
+    "minigrid": MiniGridVecEnv,
+    "popgym": PopGymVecEnv,
+    "memory": CueRecallVecEnv,
+    "dmlab": _dmlab,
+}
+
+
+def make(cfg: EnvConfig) -> VecEnv:
+    """Build the vectorised env ``cfg`` describes (``cfg.num_envs`` envs, env i seeded from ``cfg.seed + i``).
+
+    Raises ``ValueError`` (one line, with close matches) for an unknown game or task name, and
+    ``NotImplementedError`` for ``family="dmlab"``.
+    """
+    if cfg.family not in FAMILIES:
+        raise ValueError(f"unknown env.family {cfg.family!r}; accepted: {', '.join(FAMILIES)}")
+    return FAMILIES[cfg.family](cfg)
