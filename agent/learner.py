@@ -113,11 +113,12 @@ class VMPOLearner(Learner):
         duals = list(self.eta.parameters()) + list(self.alpha.parameters())
         return [*super()._param_groups(), {"params": duals, "lr": self.cfg.vmpo.dual_lr, "name": "duals"}]
 
-    def update(self, traj: Trajectory) -> Metrics:
+    def _loss(
+        self, traj: Trajectory, target_logits: torch.Tensor
+    ) -> tuple[torch.Tensor, Metrics, torch.Tensor]:
+        """L_V + L_pi + L_eta + L_alpha on one unroll -> (loss, metrics, unnormalised returns G [T, B])."""
         cfg, T = self.cfg, traj.unroll_length
         logits, values, _ = self.net.unroll(*traj.inputs())  # [T+1, B, A], [T+1, B, tasks]
-        with torch.no_grad():
-            target_logits, _, _ = self.target_net.unroll(*traj.inputs())
         v_norm = task_values(values.float(), traj.task_id)  # [T+1, B]
         popart = self.net.popart if cfg.popart else None
         v = popart.unnormalize(v_norm, traj.task_id) if popart is not None else v_norm
@@ -129,30 +130,38 @@ class VMPOLearner(Learner):
         value_loss = cfg.value_coef * masked_mean((target - v_norm[:T]) ** 2, traj.mask)  # 0.5 (G - V)^2
         v_cfg = cfg.vmpo
         policy_loss, extras = vmpo_loss(
-            logits[:T], target_logits[:T], traj.action, advantages, traj.mask,
+            logits[:T], target_logits, traj.action, advantages, traj.mask,
             self.eta.value(), self.alpha.value(), v_cfg.topk_fraction, v_cfg.eps_eta, v_cfg.eps_alpha,
         )  # fmt: skip
         loss = value_loss + policy_loss
-        metrics = self._optimizer_step(loss)
-        self.eta.project_()
-        self.alpha.project_()
-        if popart is not None and traj.mask.any():
-            valid = traj.mask.bool()
-            popart.update_stats(returns[valid], traj.task_id[:T][valid], cfg.popart_beta)
-        self.num_updates += 1
-        if self.num_updates % cfg.vmpo.target_update_period == 0:
-            self.target_net.load_state_dict(self.net.state_dict())
-        metrics.update({k: float(x) for k, x in extras.items()})
+        metrics = {k: float(x) for k, x in extras.items()}
         metrics.update({
             "loss/value": float(value_loss.detach()), "loss/total": float(loss.detach()),
             "value/mean": float(masked_mean(v[:T].detach(), traj.mask)),
             "value/return_mean": float(masked_mean(returns, traj.mask)),
-            "learner/lr": self.optimizer.param_groups[0]["lr"],
         })  # fmt: skip
-        if popart is not None:
+        return loss, metrics, returns
+
+    def update(self, traj: Trajectory) -> Metrics:
+        cfg, T = self.cfg, traj.unroll_length
+        with torch.no_grad():
+            target_logits = self.target_net.unroll(*traj.inputs())[0][:T]  # pi_old [T, B, A]
+        for _ in range(cfg.vmpo.update_epochs):
+            loss, metrics, returns = self._loss(traj, target_logits)
+            metrics.update(self._optimizer_step(loss))
+            self.eta.project_()
+            self.alpha.project_()
+        popart = self.net.popart if cfg.popart else None
+        if popart is not None and traj.mask.any():
+            valid = traj.mask.bool()
+            popart.update_stats(returns[valid], traj.task_id[:T][valid], cfg.popart_beta)
             for k in range(popart.mu.shape[0]):
                 metrics[f"popart/mu_{k}"] = float(popart.mu[k])
                 metrics[f"popart/sigma_{k}"] = float(popart.sigma[k])
+        self.num_updates += 1
+        if self.num_updates % cfg.vmpo.target_update_period == 0:
+            self.target_net.load_state_dict(self.net.state_dict())
+        metrics["learner/lr"] = self.optimizer.param_groups[0]["lr"]
         return metrics
 
 
@@ -192,7 +201,7 @@ class PPOLearner(Learner):
                 )  # fmt: skip
                 metrics = self._optimizer_step(loss)
                 metrics.update({k: float(x) for k, x in extras.items()})
-                metrics["loss/total"] = float(loss)
+                metrics["loss/total"] = float(loss.detach())
         self.num_updates += 1
         metrics["value/return_mean"] = float(masked_mean(returns, traj.mask))
         metrics["learner/lr"] = self.optimizer.param_groups[0]["lr"]

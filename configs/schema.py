@@ -124,8 +124,9 @@ class VMPOConfig:
     alpha_init: float = 5.0  # initial trust-region multiplier
     dual_param: str = "softplus"  # softplus: eta = softplus(xi) + eps_min; projected: clamp to >= eps_min
     dual_eps_min: float = 1e-8
-    dual_lr: float = 1e-4  # the paper optimises the duals with the network's Adam
+    dual_lr: float = 1e-2  # Adam step size of eta and alpha (acme's MPO default; not given in the paper)
     target_update_period: int = 100  # T_target learner steps between pi_old refreshes
+    update_epochs: int = 1  # gradient steps per batch (paper: 1); the trust region keeps extra steps safe
 
     def __post_init__(self) -> None:
         check_range("algo.vmpo.topk_fraction", self.topk_fraction, 0.0, 1.0, low_inclusive=False)
@@ -137,6 +138,7 @@ class VMPOConfig:
         check_range("algo.vmpo.dual_eps_min", self.dual_eps_min, 0.0, low_inclusive=False)
         check_range("algo.vmpo.dual_lr", self.dual_lr, 0.0, low_inclusive=False)
         check_range("algo.vmpo.target_update_period", self.target_update_period, 1)
+        check_range("algo.vmpo.update_epochs", self.update_epochs, 1)
 
 
 @dataclass

@@ -1,12 +1,10 @@
-"""Parameter counts of the network presets: ``python -m networks.params [--config PATH]``.
+"""Parameter counts of the network presets: ``python -m networks.params [--config NAME ...]``.
 
-Presets (values duplicated from the papers; the YAML presets carry the same numbers):
-- atari: V-MPO Atari TrXL (Song et al. 2019; seed 000 section 8): d_model 256, 8 layers, 4 heads x 32,
-  MLP 512, memory 64; obs 4x84x84, 18 actions.
-- dmlab: GTrXL DMLab-30 (Parisotto et al. 2019): d_model 256, 12 layers, 8 heads x 64, memory 512;
-  MLP 512 (not given in seed 000; chosen to match the V-MPO TrXL); obs 3x72x96, 15 actions.
-- cpu: quick-start (configs/quickstart.yaml): d_model 64, 2 layers, 2 heads x 32, MLP 128, memory 16;
-  vector obs (8 features assumed), 4 actions.
+The numbers come from the YAML presets in ``configs/`` (one source of truth); the observation shape and
+action count of each preset's environment are stated here, since networks never build environments:
+- atari_vmpo: V-MPO Atari TrXL (Song et al. 2019; seed 000 section 8), obs 4x84x84, 18 actions (full set).
+- dmlab_vmpo: GTrXL DMLab core (Parisotto et al. 2019), obs 3x72x96, 15 actions (IMPALA action set).
+- quickstart: the CPU quick-start on cue recall, obs [5], 4 actions.
 """
 
 from __future__ import annotations
@@ -16,8 +14,15 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from configs import load_config
 from configs.schema import NetConfig
 from networks.agent_net import AgentNet
+
+PRESET_SPACES: dict[str, tuple[tuple[int, ...], int]] = {
+    "atari_vmpo": ((4, 84, 84), 18),
+    "dmlab_vmpo": ((3, 72, 96), 15),
+    "quickstart": ((5,), 4),
+}
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
@@ -32,24 +37,13 @@ class Preset:
     num_actions: int
 
 
-def presets() -> dict[str, Preset]:
-    atari = NetConfig(d_model=256, num_layers=8, num_heads=4, head_dim=32, mlp_dim=512, memory_length=64)
-    dmlab = NetConfig(d_model=256, num_layers=12, num_heads=8, head_dim=64, mlp_dim=512, memory_length=512)
-    cpu = NetConfig(
-        d_model=64,
-        num_layers=2,
-        num_heads=2,
-        head_dim=32,
-        mlp_dim=128,
-        memory_length=16,
-        torso_out=64,
-        lstm_hidden=64,
-    )
-    return {
-        "atari": Preset(atari, (4, 84, 84), 18),
-        "dmlab": Preset(dmlab, (3, 72, 96), 15),
-        "cpu": Preset(cpu, (8,), 4),
-    }
+def presets(names: list[str] | None = None) -> dict[str, Preset]:
+    """The ``net`` sections of the named YAML presets (default: those in ``PRESET_SPACES``)."""
+    named = {}
+    for name in names or list(PRESET_SPACES):
+        obs_shape, num_actions = PRESET_SPACES.get(name, ((4, 84, 84), 18))
+        named[name] = Preset(load_config(name).net, obs_shape, num_actions)
+    return named
 
 
 def parameter_row(name: str, preset: Preset) -> str:
@@ -85,27 +79,11 @@ def parameter_table(named: dict[str, Preset]) -> str:
     return "\n".join([header, rule, *(parameter_row(n, p) for n, p in named.items())])
 
 
-def load_net_config(path: str) -> NetConfig:
-    """``net:`` section of a YAML preset over the :class:`NetConfig` defaults."""
-    import yaml
-
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
-    return NetConfig(**(data.get("net") or {}))
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help="YAML preset; its net: section is counted instead of the presets")
-    parser.add_argument("--obs-shape", default="4,84,84", help="with --config: observation shape, e.g. 8")
-    parser.add_argument("--num-actions", type=int, default=18, help="with --config: number of actions")
+    parser.add_argument("--config", nargs="*", help="preset names or YAML paths (default: the paper presets)")
     args = parser.parse_args(argv)
-    if args.config:
-        obs_shape = tuple(int(n) for n in args.obs_shape.split(","))
-        named = {args.config: Preset(load_net_config(args.config), obs_shape, args.num_actions)}
-    else:
-        named = presets()
-    print(parameter_table(named))
+    print(parameter_table(presets(args.config)))
 
 
 if __name__ == "__main__":

@@ -120,3 +120,19 @@ def test_kill_and_resume_continues_counters_duals_and_optimizer(tmp_path):
     assert steps == sorted(set(steps)), "a step was logged twice"
     assert steps == [32 * (i + 1) for i in range(done + 2)], "a gap or duplicate in the curve"
     assert load_checkpoint(latest_checkpoint(run_dir))["counters"]["num_updates"] == done + 2
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        ["env.family=atari", "env.name=Breakout", "env.num_envs=2"],
+        ["env.family=atari", "env.name=Pong", "env.protocol=machado", "env.num_envs=2", "algo.name=ppo"],
+        ["env.family=minigrid", "env.name=MemoryS7"],
+        ["env.family=popgym", "env.name=RepeatPreviousEasy"],
+    ],
+)
+def test_every_env_family_trains(tmp_path, env):
+    args = [*TINY, *env, f"train.run_dir={tmp_path}", "train.run_name=r", "train.total_steps=16"]
+    assert main(["--config", "quickstart", *args]) == 0
+    ckpt = load_checkpoint(latest_checkpoint(tmp_path / "r"))
+    assert ckpt["counters"]["num_updates"] >= 1 and ckpt["task_names"]

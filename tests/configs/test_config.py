@@ -19,8 +19,11 @@ def test_preset_values_and_override_types():
         256, 8, 4, 32, 512,
     )  # fmt: skip
     assert (cfg.algo.lr, cfg.algo.unroll_length, cfg.env.num_envs) == (1e-4, 63, 128)
-    cfg = load_config("quickstart", ["algo.lr=3e-4", "env.num_envs=4", "env.clip_rewards=false", "net.core=lstm"])
-    assert cfg.algo.lr == pytest.approx(3e-4) and isinstance(cfg.env.num_envs, int) and cfg.env.num_envs == 4
+    cfg = load_config(
+        "quickstart", ["algo.lr=3e-4", "env.num_envs=4", "env.clip_rewards=false", "net.core=lstm"]
+    )
+    assert cfg.algo.lr == pytest.approx(3e-4)
+    assert isinstance(cfg.env.num_envs, int) and cfg.env.num_envs == 4
     assert cfg.env.clip_rewards is False and cfg.net.core == "lstm"
     nested = load_config("quickstart", ["algo.vmpo.eps_eta=0.1"])
     assert nested.algo.vmpo.eps_eta == pytest.approx(0.1)

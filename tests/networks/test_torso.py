@@ -51,4 +51,5 @@ def test_parameter_count_cli(capsys: pytest.CaptureFixture[str]) -> None:
     assert count_parameters(nn.Linear(3, 2)) == 8
     main([])
     table = capsys.readouterr().out
-    assert table.count("\n") == 5 and "| atari | gtrxl |" in table and "| dmlab |" in table
+    assert table.count("\n") == 5 and "| atari_vmpo | gtrxl | 256 | 8 | 4x32 | 512 |" in table
+    assert "| dmlab_vmpo | gtrxl | 256 | 12 | 8x64 |" in table and "| quickstart |" in table
