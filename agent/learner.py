@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from agent.duals import LagrangeMultiplier
+from agent.masked import masked_mean
 from agent.ppo import ppo_loss
 from agent.returns import gae, n_step_returns
 from agent.rollout import Trajectory
@@ -23,10 +24,6 @@ from agent.vmpo import vmpo_loss
 from configs.schema import AlgoConfig
 
 Metrics = dict[str, float]
-
-
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return (x * mask).sum() / mask.sum().clamp_min(1.0)
 
 
 def task_values(values: torch.Tensor, task_id: torch.Tensor) -> torch.Tensor:

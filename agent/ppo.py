@@ -15,12 +15,9 @@ from __future__ import annotations
 
 import torch
 
+from agent.masked import masked_mean
+
 __all__ = ["ppo_loss"]
-
-
-def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``x`` over ``mask`` (0 if empty); entries outside the mask never reach the graph."""
-    return torch.where(mask, x, torch.zeros_like(x)).sum() / mask.sum().clamp_min(1)
 
 
 def ppo_loss(
@@ -98,14 +95,14 @@ def ppo_loss(
     adv = advantages.detach().float()
     if norm_adv:
         n = m.sum().float()
-        mean = _masked_mean(adv, m)
-        var = _masked_mean((adv - mean) ** 2, m) * n / (n - 1.0).clamp_min(1.0)  # unbiased, as torch.std
+        mean = masked_mean(adv, m)
+        var = masked_mean((adv - mean) ** 2, m) * n / (n - 1.0).clamp_min(1.0)  # unbiased, as torch.std
         adv = (adv - mean) / (var.sqrt() + 1e-8)
 
     # Policy: -min(r A, clip(r) A) = max(-r A, -clip(r) A).
     pg_loss1 = -adv * ratio
     pg_loss2 = -adv * torch.clamp(ratio, 1.0 - clip_coef, 1.0 + clip_coef)
-    pg_loss = _masked_mean(torch.maximum(pg_loss1, pg_loss2), m)
+    pg_loss = masked_mean(torch.maximum(pg_loss1, pg_loss2), m)
 
     # Value.
     v_new = new_values.float()
@@ -117,14 +114,14 @@ def ppo_loss(
         v_loss_terms = torch.maximum(v_loss_unclipped, (v_clipped - ret) ** 2)
     else:
         v_loss_terms = v_loss_unclipped
-    v_loss = 0.5 * _masked_mean(v_loss_terms, m)
+    v_loss = 0.5 * masked_mean(v_loss_terms, m)
 
-    entropy_mean = _masked_mean(entropy.float(), m)
+    entropy_mean = masked_mean(entropy.float(), m)
     loss = pg_loss - ent_coef * entropy_mean + vf_coef * v_loss
 
     with torch.no_grad():
-        approx_kl = _masked_mean((ratio - 1.0) - logratio, m)
-        clipfrac = _masked_mean(((ratio - 1.0).abs() > clip_coef).float(), m)
+        approx_kl = masked_mean((ratio - 1.0) - logratio, m)
+        clipfrac = masked_mean(((ratio - 1.0).abs() > clip_coef).float(), m)
     extras = {
         "loss/policy": pg_loss.detach(),
         "loss/value": v_loss.detach(),

@@ -35,6 +35,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from agent.masked import masked_mean
+
 __all__ = [
     "categorical_kl",
     "e_step_weights",
@@ -53,12 +55,6 @@ def _as_fp32_scalar(x: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor
     if isinstance(x, torch.Tensor):
         return x.float().reshape(())
     return torch.tensor(float(x), dtype=torch.float32, device=like.device)
-
-
-def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``x`` over ``mask`` (0 if empty); entries outside the mask never reach the graph."""
-    mask = mask.bool()
-    return torch.where(mask, x, torch.zeros_like(x)).sum() / mask.sum().clamp_min(1)
 
 
 def topk_mask(advantages: torch.Tensor, valid: torch.Tensor, fraction: float) -> torch.Tensor:
@@ -249,7 +245,7 @@ def trust_region_loss(
     kl = kl.float()
     v = valid.bool()
     alpha_t = _as_fp32_scalar(alpha, kl)
-    kl_mean = _masked_mean(kl, v)
+    kl_mean = masked_mean(kl, v)
     loss = alpha_t * (eps_alpha - kl_mean.detach()) + alpha_t.detach() * kl_mean
     loss = torch.where(v.any(), loss, torch.zeros_like(loss))  # no valid state: no constraint, no gradient
     with torch.no_grad():
@@ -325,9 +321,9 @@ def vmpo_loss(
     with torch.no_grad():
         n_sel = selected.sum().float()
         zeros = torch.zeros_like(adv)
-        adv_mean = _masked_mean(adv, valid)
+        adv_mean = masked_mean(adv, valid)
         n_valid = valid.sum().float()
-        adv_var = _masked_mean((adv - adv_mean) ** 2, valid) * n_valid / (n_valid - 1).clamp_min(1.0)
+        adv_var = masked_mean((adv - adv_mean) ** 2, valid) * n_valid / (n_valid - 1).clamp_min(1.0)
         topk_min = torch.where(selected, adv, torch.full_like(adv, math.inf)).min()
         ess = 1.0 / (psi**2).sum().clamp_min(torch.finfo(torch.float32).tiny)
         entropy = -(log_pi.exp() * log_pi).nan_to_num().sum(-1)  # 0 log 0 = 0 for -inf logits
@@ -342,6 +338,6 @@ def vmpo_loss(
             "vmpo/ess": torch.where(n_sel > 0, ess, zeros.sum()),
             "vmpo/ess_frac": torch.where(n_sel > 0, ess / n_sel.clamp_min(1.0), zeros.sum()),
             "vmpo/num_selected": n_sel,
-            "policy/entropy": _masked_mean(entropy, valid),
+            "policy/entropy": masked_mean(entropy, valid),
         }
     return loss, extras
