@@ -15,6 +15,7 @@ the memory the actor had (``initial_state``; the GTrXL memory is carried across 
 
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -89,50 +90,45 @@ class Actor:
         """Re-project the cached memory with the network's current parameters (after an update)."""
         self.state = self.net.refresh_cache(self.state)
 
+    def _inputs(self) -> dict[str, torch.Tensor]:
+        """The core inputs for the current observation (recorded for steps 0..T)."""
+        return {
+            "obs": self.obs,
+            "first": self.first,
+            "prev_action": self.prev_action,
+            "prev_reward": self.prev_reward,
+            "task_id": self.task_id,
+        }
+
     @torch.no_grad()
     def rollout(self, unroll_length: int) -> tuple[Trajectory, EpisodeStats]:
-        steps: dict[str, list[torch.Tensor]] = {
-            k: []
-            for k in (
-                "obs",
-                "first",
-                "prev_action",
-                "prev_reward",
-                "task_id",
-                "action",
-                "reward",
-                "terminated",
-                "truncated",
-                "mask",
-            )
-        }
+        """Act for ``unroll_length`` steps -> (trajectory with bootstrap inputs, finished real episodes)."""
+        steps: dict[str, list[torch.Tensor]] = collections.defaultdict(list)
         initial_state = {k: v.clone() for k, v in self.state.items()}
         ep_returns, ep_lengths, ep_tasks = [], [], []
         for _ in range(unroll_length):
             logits, _, self.state = self.net.step(
                 self.obs, self.prev_action, self.prev_reward, self.first, self.state
             )
-            action = (
-                logits.argmax(-1) if self.greedy else torch.distributions.Categorical(logits=logits).sample()
-            )
+            if self.greedy:
+                action = logits.argmax(-1)
+            else:
+                action = torch.distributions.Categorical(logits=logits).sample()
             obs, reward, terminated, truncated, info = self.env.step(action.cpu().numpy())
-            reset_step = self.prev_done
-            for key, value in (
-                ("obs", self.obs),
-                ("first", self.first),
-                ("prev_action", self.prev_action),
-                ("prev_reward", self.prev_reward),
-                ("task_id", self.task_id),
-            ):
-                steps[key].append(value)
+            reset_step = self.prev_done  # the env ignored this action and started a new episode
             reward_t = torch.as_tensor(reward, dtype=torch.float32, device=self.device)
             terminated_t = torch.as_tensor(terminated, device=self.device)
             truncated_t = torch.as_tensor(truncated, device=self.device)
-            steps["action"].append(action)
-            steps["reward"].append(reward_t)
-            steps["terminated"].append(terminated_t)
-            steps["truncated"].append(truncated_t)
-            steps["mask"].append((~reset_step).float())
+            record = {
+                **self._inputs(),
+                "action": action,
+                "reward": reward_t,
+                "terminated": terminated_t,
+                "truncated": truncated_t,
+                "mask": (~reset_step).float(),
+            }
+            for key, value in record.items():
+                steps[key].append(value)
 
             done = info["episode_done"]
             if done.any():
@@ -145,13 +141,7 @@ class Actor:
             self.prev_action = action
             self.prev_reward = reward_t
             self.task_id = torch.as_tensor(np.asarray(info["task_id"]), dtype=torch.long, device=self.device)
-        for key, value in (
-            ("obs", self.obs),
-            ("first", self.first),
-            ("prev_action", self.prev_action),
-            ("prev_reward", self.prev_reward),
-            ("task_id", self.task_id),
-        ):
+        for key, value in self._inputs().items():  # bootstrap inputs at index T
             steps[key].append(value)
         traj = Trajectory(**{k: torch.stack(v) for k, v in steps.items()}, initial_state=initial_state)
         stats = EpisodeStats(
