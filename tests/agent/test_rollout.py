@@ -9,9 +9,9 @@ from networks.agent_net import AgentNet
 
 
 def make_actor(core: str = "gtrxl") -> Actor:
-    cfg = load_config("quickstart", ["env.name=CueRecall-L3", "env.num_envs=3", "net.d_model=16",
-                                     "net.num_layers=1", "net.head_dim=8", "net.mlp_dim=16",
-                                     "net.memory_length=4", "net.torso_out=16", f"net.core={core}"])  # fmt: skip
+    overrides = ["env.name=CueRecall-L3", "env.num_envs=3", "net.d_model=16", "net.num_layers=1",
+                 "net.head_dim=8", "net.mlp_dim=16", "net.memory_length=4", "net.torso_out=16"]  # fmt: skip
+    cfg = load_config("quickstart", [*overrides, f"net.core={core}"])
     torch.manual_seed(0)
     env = envs.make(cfg.env)
     net = AgentNet(cfg.net, env.observation_shape, env.num_actions)
