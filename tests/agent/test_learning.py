@@ -33,7 +33,7 @@ def test_gtrxl_vmpo_learns_cue_recall_where_feed_forward_cannot(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2, 3])
-@pytest.mark.parametrize(("core", "threshold"), [("gtrxl", MEMORY_THRESHOLD), ("lstm", MEMORY_THRESHOLD)])
+@pytest.mark.parametrize(("core", "threshold"), [("gtrxl", MEMORY_THRESHOLD), ("trxl_i", MEMORY_THRESHOLD)])
 def test_memory_cores_learn_over_seeds(tmp_path, seed, core, threshold):
     result = train_quickstart(tmp_path, f"net.core={core}", f"train.seed={seed}", f"env.seed={seed}",
                               "train.total_steps=120000")  # fmt: skip
