@@ -61,11 +61,11 @@ def _node_at(cfg: Any, dotted: str) -> Any:
     return node
 
 
-def _one_line(err: OmegaConfBaseException, source: str) -> ConfigError:
+def _one_line(err: OmegaConfBaseException, source: str, schema: type) -> ConfigError:
     key = getattr(err, "full_key", None) or "?"
     if isinstance(err, ConfigKeyError) or "not in" in str(err).splitlines()[0]:
         parent, _, leaf = key.rpartition(".")
-        accepted = _accepted_keys(_node_at(Config(), parent))
+        accepted = _accepted_keys(_node_at(schema(), parent))
         close = difflib.get_close_matches(leaf, accepted, n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         where = f"'{parent}'" if parent else "the top level"
@@ -100,23 +100,28 @@ def _read_yaml(path: Path) -> DictConfig:
     return OmegaConf.create(data)
 
 
-def merge_config(base: Config | None, layers: list[tuple[str, DictConfig]]) -> Config:
-    """Merge ``layers`` (source name, values) over ``base`` (default: dataclass defaults) and validate."""
-    merged = OmegaConf.structured(base if base is not None else Config)
+def merge_config(base: Any, layers: list[tuple[str, DictConfig]], schema: type = Config) -> Any:
+    """Merge ``layers`` (source name, values) over ``base`` (default: ``schema()``) and validate.
+
+    ``schema`` is the top-level dataclass: :class:`Config` for agents, ``LLMConfig`` for the LLM adapter.
+    """
+    merged = OmegaConf.structured(base if base is not None else schema)
     for source, layer in layers:
         try:
             merged = OmegaConf.merge(merged, layer)
         except OmegaConfBaseException as err:
-            raise _one_line(err, source) from None
+            raise _one_line(err, source, schema) from None
     try:
         cfg = OmegaConf.to_object(merged)
     except OmegaConfBaseException as err:
-        raise _one_line(err, "config") from None
-    assert isinstance(cfg, Config)
+        raise _one_line(err, "config", schema) from None
+    assert isinstance(cfg, schema)
     return cfg
 
 
-def load_config(preset: str | Path | None = "quickstart", overrides: list[str] | None = None) -> Config:
+def load_config(
+    preset: str | Path | None = "quickstart", overrides: list[str] | None = None, schema: type = Config
+) -> Any:
     """Defaults <- preset YAML <- ``key=value`` overrides; validated (ConfigError on any problem)."""
     layers: list[tuple[str, DictConfig]] = []
     if preset is not None:
@@ -124,7 +129,7 @@ def load_config(preset: str | Path | None = "quickstart", overrides: list[str] |
         layers.append((str(path), _read_yaml(path)))
     if overrides:
         layers.append(("command-line overrides", _parse_overrides(overrides)))
-    return merge_config(None, layers)
+    return merge_config(None, layers, schema)
 
 
 def split_overrides(overrides: list[str], allowed_keys: tuple[str, ...]) -> tuple[list[str], list[str]]:
@@ -137,9 +142,9 @@ def split_overrides(overrides: list[str], allowed_keys: tuple[str, ...]) -> tupl
     return allowed, forbidden
 
 
-def config_to_dict(cfg: Config) -> dict[str, Any]:
+def config_to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def config_from_dict(data: dict[str, Any], source: str = "checkpoint") -> Config:
-    return merge_config(None, [(source, OmegaConf.create(data))])
+def config_from_dict(data: dict[str, Any], source: str = "checkpoint", schema: type = Config) -> Any:
+    return merge_config(None, [(source, OmegaConf.create(data))], schema)
