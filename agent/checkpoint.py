@@ -1,15 +1,18 @@
 """Checkpoints: atomic writes, last-K retention, loading without arbitrary code execution.
 
 A checkpoint is one ``torch.save`` file holding only tensors, numbers, strings, lists and dicts, so
-it loads with ``torch.load(weights_only=True)`` (no pickled code is ever run). Writes go to a temp file
-in the same folder, are fsynced, then renamed over the final name, so a crash or SIGKILL during a write
-leaves the previous checkpoints intact.
+it loads with ``torch.load(weights_only=True)`` (no pickled code is ever run). It carries a format
+version and a SHA-256 digest of its content, checked on load, so a truncated or bit-flipped file is
+reported by name instead of resuming from garbage. Writes go to a temp file in the same folder, are
+fsynced, then renamed over the final name, so a crash or SIGKILL during a write leaves the previous
+checkpoints intact.
 
 Layout: ``<run_dir>/checkpoints/ckpt_<update:09d>.pt``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import re
@@ -21,7 +24,7 @@ from typing import Any
 import torch
 
 CHECKPOINT_DIR = "checkpoints"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _NAME = re.compile(r"^ckpt_(\d{9})\.pt$")
 
 
@@ -46,6 +49,7 @@ def save_checkpoint(run_dir: str | Path, update: int, payload: dict[str, Any], k
     path = checkpoint_path(run_dir, update)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format_version": FORMAT_VERSION, **payload}
+    payload["sha256"] = content_digest(payload)
     fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".pt", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -60,6 +64,32 @@ def save_checkpoint(run_dir: str | Path, update: int, payload: dict[str, Any], k
     for old in list_checkpoints(run_dir)[:-keep]:
         old.unlink(missing_ok=True)
     return path
+
+
+def content_digest(payload: dict[str, Any]) -> str:
+    """SHA-256 over every key, number, string and tensor byte of ``payload`` (except its own digest)."""
+    digest = hashlib.sha256()
+
+    def visit(obj: Any) -> None:
+        if isinstance(obj, torch.Tensor):
+            t = obj.detach().cpu().contiguous().reshape(-1)
+            digest.update(f"T{obj.dtype}{tuple(obj.shape)}".encode())
+            digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        elif isinstance(obj, dict):
+            keys = sorted(obj, key=repr)
+            digest.update(f"D{len(keys)}".encode())
+            for key in keys:
+                digest.update(repr(key).encode())
+                visit(obj[key])
+        elif isinstance(obj, (list, tuple)):
+            digest.update(f"L{len(obj)}".encode())
+            for item in obj:
+                visit(item)
+        else:
+            digest.update(repr(obj).encode())
+
+    visit({k: v for k, v in payload.items() if k != "sha256"})
+    return digest.hexdigest()
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -90,6 +120,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         version = payload.get("format_version") if isinstance(payload, dict) else None
         raise CheckpointError(
             f"checkpoint '{path}' has format version {version!r}; this package reads version {FORMAT_VERSION}"
+        )
+    if payload.get("sha256") != content_digest(payload):
+        raise CheckpointError(
+            f"checkpoint '{path}' is corrupt: its content does not match its SHA-256 digest"
         )
     return payload
 

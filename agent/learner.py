@@ -46,7 +46,8 @@ class Learner(nn.Module):
         self.net = net
         self.cfg = cfg
         self.num_updates = 0
-        self.num_skipped = 0  # updates skipped because the loss or the gradients were not finite
+        self.num_skipped = 0  # gradient steps skipped because the loss or the gradients were not finite
+        self.consecutive_skipped = 0  # skips since the last good step (the trainer stops past a limit)
 
     def _param_groups(self) -> list[dict]:
         return [{"params": list(self.net.parameters()), "name": "net"}]
@@ -55,18 +56,19 @@ class Learner(nn.Module):
         self.optimizer = torch.optim.Adam(self._param_groups(), lr=self.cfg.lr, eps=self.cfg.adam_eps)
 
     def _optimizer_step(self, loss: torch.Tensor) -> Metrics:
-        """Backward + clip + step; a non-finite loss or gradient skips the update (logged)."""
+        """Backward + clip + step; a non-finite loss or gradient skips the step (logged, counted)."""
         self.optimizer.zero_grad(set_to_none=True)
-        if not torch.isfinite(loss):
-            self.num_skipped += 1
-            return {"learner/skipped_updates": float(self.num_skipped), "learner/grad_norm": math.nan}
-        loss.backward()
-        grad_norm = nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.max_grad_norm)
-        if not torch.isfinite(grad_norm):
+        grad_norm = torch.tensor(math.nan)
+        if torch.isfinite(loss):
+            loss.backward()
+            grad_norm = nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.max_grad_norm)
+        if torch.isfinite(grad_norm):
+            self.optimizer.step()
+            self.consecutive_skipped = 0
+        else:
             self.optimizer.zero_grad(set_to_none=True)
             self.num_skipped += 1
-            return {"learner/skipped_updates": float(self.num_skipped), "learner/grad_norm": math.nan}
-        self.optimizer.step()
+            self.consecutive_skipped += 1
         return {"learner/grad_norm": float(grad_norm), "learner/skipped_updates": float(self.num_skipped)}
 
     def training_state(self) -> dict:

@@ -78,13 +78,24 @@ class Actor:
         self.device = device
         self.greedy = greedy
         n = env.num_envs
-        self.obs = torch.as_tensor(env.reset(), device=device)
+        self.obs = self._checked_obs(env.reset())
         self.first = torch.ones(n, dtype=torch.bool, device=device)
         self.prev_action = torch.zeros(n, dtype=torch.long, device=device)
         self.prev_reward = torch.zeros(n, dtype=torch.float32, device=device)
         self.task_id = torch.zeros(n, dtype=torch.long, device=device)
         self.prev_done = torch.zeros(n, dtype=torch.bool, device=device)  # -> this step is a reset step
         self.state: State = net.initial_state(n, device)
+
+    def _checked_obs(self, obs: np.ndarray) -> torch.Tensor:
+        """Observations as a tensor; a shape that contradicts the env's declared one is a clear error."""
+        expected = (self.env.num_envs, *self.env.observation_shape)
+        if tuple(obs.shape) != expected:
+            name = ",".join(self.env.task_names)
+            raise ValueError(
+                f"env '{name}' returned observations of shape {tuple(obs.shape)}, but declares {expected} "
+                "(num_envs, *observation_shape)"
+            )
+        return torch.as_tensor(obs, device=self.device)
 
     def refresh(self) -> None:
         """Re-project the cached memory with the network's current parameters (after an update)."""
@@ -135,7 +146,7 @@ class Actor:
                 ep_returns.append(np.asarray(info["episode_return"])[done])
                 ep_lengths.append(np.asarray(info["episode_length"])[done])
                 ep_tasks.append(np.asarray(info["task_id"])[done])
-            self.obs = torch.as_tensor(obs, device=self.device)
+            self.obs = self._checked_obs(obs)
             self.first = reset_step
             self.prev_done = (terminated_t | truncated_t) & ~reset_step
             self.prev_action = action

@@ -16,7 +16,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from agent.checkpoint import CheckpointError
-from agent.trainer import Trainer, default_run_name, load_latest_valid
+from agent.trainer import Trainer, TrainingError, default_run_name, load_latest_valid
 from configs import (
     Config,
     ConfigError,
@@ -78,7 +78,14 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CheckpointError, ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    result = trainer.train()
+    except OSError as err:
+        print(f"error: cannot set up run directory: {err.strerror or err} ({err.filename})", file=sys.stderr)
+        return 2
+    try:
+        result = trainer.train()
+    except TrainingError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     print(
         f"run {run_dir}: {int(result['global_step'])} env steps, {int(result['num_updates'])} updates, "
         f"mean return (last 100 episodes) {result['recent_return']:.3f}"

@@ -62,6 +62,10 @@ class Counters:
     wall_time: float = 0.0  # seconds of training before this process (for resumed runs)
 
 
+class TrainingError(RuntimeError):
+    """The run cannot go on (non-finite updates, unwritable checkpoint); the message says why and where."""
+
+
 class StopFlag:
     """SIGINT/SIGTERM -> finish the current update, checkpoint, exit cleanly."""
 
@@ -162,46 +166,71 @@ class Trainer:
             self.writer.add_scalar("charts/episodes", self.counters.episodes, step)
 
     # ---------------------------------------------------------------- loop
-    def train(self) -> dict[str, float]:
-        cfg = self.cfg
-        T, N = cfg.algo.unroll_length, self.env.num_envs
-        start_wall = time.time() - self.counters.wall_time
-        bar = tqdm(
-            total=cfg.train.total_steps,
-            initial=min(self.counters.global_step, cfg.train.total_steps),
-            disable=not cfg.train.progress,
-            unit="step",
-            dynamic_ncols=True,
+    def _save_or_fail(self) -> Path:
+        try:
+            return self.save()
+        except OSError as err:
+            raise TrainingError(
+                f"could not write a checkpoint in '{self.run_dir}' ({err.strerror or err}); "
+                "the earlier checkpoints are intact"
+            ) from None
+
+    def _stop_diverged(self) -> None:
+        path = self._save_or_fail()
+        skips, update = self.learner.consecutive_skipped, self.counters.num_updates
+        raise TrainingError(
+            f"stopped: {skips} consecutive updates had a non-finite loss or gradient (update {update}); "
+            f"parameters saved in '{path}'"
         )
+
+    def _iteration(self) -> dict[str, float]:
+        """One rollout + one learner update + logging; returns the learner's metrics."""
+        T, N = self.cfg.algo.unroll_length, self.env.num_envs
+        t0 = time.perf_counter()
+        self.net.eval()
+        traj, episodes = self.actor.rollout(T)
+        self.net.train()
+        metrics = self.learner.update(traj)
+        self.actor.refresh()
+        sps = T * N / (time.perf_counter() - t0)
+        self.counters.global_step += T * N
+        self.counters.num_updates = self.learner.num_updates
+        self.counters.episodes += len(episodes.returns)
+        self.recent_returns.extend(episodes.returns.tolist())
+        self._log(metrics, episodes, sps)
+        self.bar.update(T * N)
+        recent = np.mean(self.recent_returns) if self.recent_returns else float("nan")
+        self.bar.set_postfix(sps=f"{sps:.0f}", ret=f"{recent:.3f}", upd=self.counters.num_updates)
+        return metrics
+
+    def train(self) -> dict[str, float]:
+        """Train until ``train.total_steps`` or a stop signal; checkpoint at the interval and at the end.
+
+        Raises :class:`TrainingError` (after checkpointing what it can) when the updates keep being
+        non-finite or a checkpoint cannot be written.
+        """
+        cfg = self.cfg.train
+        start_wall = time.time() - self.counters.wall_time
+        self.bar = tqdm(total=cfg.total_steps, initial=min(self.counters.global_step, cfg.total_steps),
+                        disable=not cfg.progress, unit="step", dynamic_ncols=True)  # fmt: skip
         last_saved = self.counters.num_updates
         metrics: dict[str, float] = {}
-        with StopFlag() as stop:
-            while self.counters.global_step < cfg.train.total_steps and stop.raised is None:
-                t0 = time.perf_counter()
-                self.net.eval()
-                traj, episodes = self.actor.rollout(T)
-                self.net.train()
-                metrics = self.learner.update(traj)
-                self.actor.refresh()
-                sps = T * N / (time.perf_counter() - t0)
-                self.counters.global_step += T * N
-                self.counters.num_updates = self.learner.num_updates
-                self.counters.episodes += len(episodes.returns)
-                self.counters.wall_time = time.time() - start_wall
-                self.recent_returns.extend(episodes.returns.tolist())
-                self._log(metrics, episodes, sps)
-                bar.update(T * N)
-                recent = np.mean(self.recent_returns) if self.recent_returns else float("nan")
-                bar.set_postfix(sps=f"{sps:.0f}", ret=f"{recent:.3f}", upd=self.counters.num_updates)
-                if self.counters.num_updates % cfg.train.checkpoint_interval == 0:
-                    self.save()
-                    last_saved = self.counters.num_updates
-            if self.counters.num_updates != last_saved or not list_checkpoints(self.run_dir):
-                self.save()
-        bar.close()
-        self.writer.flush()
-        self.writer.close()
-        self.env.close()
+        try:
+            with StopFlag() as stop:
+                while self.counters.global_step < cfg.total_steps and stop.raised is None:
+                    metrics = self._iteration()
+                    self.counters.wall_time = time.time() - start_wall
+                    if self.learner.consecutive_skipped >= cfg.max_consecutive_skips:
+                        self._stop_diverged()
+                    if self.counters.num_updates % cfg.checkpoint_interval == 0:
+                        self._save_or_fail()
+                        last_saved = self.counters.num_updates
+                if self.counters.num_updates != last_saved or not list_checkpoints(self.run_dir):
+                    self._save_or_fail()
+        finally:
+            self.bar.close()
+            self.writer.close()
+            self.env.close()
         return {
             "global_step": float(self.counters.global_step),
             "num_updates": float(self.counters.num_updates),

@@ -207,6 +207,7 @@ class TrainConfig:
     keep_checkpoints: int = 3
     progress: bool = True
     torch_threads: int = 0  # 0 = leave torch's default
+    max_consecutive_skips: int = 20  # non-finite updates in a row before the run stops (with a checkpoint)
 
     def __post_init__(self) -> None:
         check_range("train.total_steps", self.total_steps, 1)
@@ -215,6 +216,7 @@ class TrainConfig:
         check_range("train.checkpoint_interval", self.checkpoint_interval, 1)
         check_range("train.keep_checkpoints", self.keep_checkpoints, 1)
         check_range("train.torch_threads", self.torch_threads, 0)
+        check_range("train.max_consecutive_skips", self.max_consecutive_skips, 1)
 
 
 @dataclass
