@@ -26,6 +26,7 @@ from configs import (
     merge_config,
     split_overrides,
 )
+from envs.dmlab import DMLabWorkerError
 
 # Keys that may change when a run is resumed; everything else must match the checkpoint's config.
 RESUMABLE_KEYS = (
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg, run_dir, checkpoint = build_config(args.config, args.overrides)
         trainer = Trainer(cfg, run_dir, checkpoint)
-    except (ConfigError, CheckpointError, ValueError, RuntimeError) as err:
+    except (ConfigError, CheckpointError, ValueError, RuntimeError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except OSError as err:
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         result = trainer.train()
-    except TrainingError as err:
+    except (TrainingError, DMLabWorkerError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(

@@ -55,6 +55,15 @@ class EnvConfig:
     max_episode_frames: int = 108_000  # per-episode cap in emulator frames (DQN protocol: 108k = 30 min)
     image_size: int = 84  # Atari frame side (84x84 grey)
     frame_stack: int = 4
+    # DeepMind Lab (envs/dmlab.py)
+    dmlab_width: int = 96  # RGB_INTERLEAVED width (IMPALA / V-MPO: 96x72)
+    dmlab_height: int = 72
+    action_repeat: int = 4  # DMLab frames per agent step (IMPALA: 4)
+    dmlab_renderer: str = "software"  # software (OSMesa, headless) | hardware (EGL, needs a GPU)
+    instructions: str = "ignore"  # language levels' INSTR: ignore | tokens (info["instr"], hashed word ids)
+    instr_length: int = 16  # tokens kept per instruction
+    instr_vocab: int = 1000  # word hash buckets (0 = padding)
+    dmlab_dataset_path: str = ""  # DMLab datasetPath (psychlab levels' images); "" = unset
 
     def __post_init__(self) -> None:
         check_choice("env.family", self.family, ENV_FAMILIES)
@@ -64,6 +73,13 @@ class EnvConfig:
         check_range("env.max_episode_frames", self.max_episode_frames, 1)
         check_range("env.image_size", self.image_size, 8)
         check_range("env.frame_stack", self.frame_stack, 1)
+        check_range("env.dmlab_width", self.dmlab_width, 8)
+        check_range("env.dmlab_height", self.dmlab_height, 8)
+        check_range("env.action_repeat", self.action_repeat, 1)
+        check_choice("env.dmlab_renderer", self.dmlab_renderer, ("software", "hardware"))
+        check_choice("env.instructions", self.instructions, ("ignore", "tokens"))
+        check_range("env.instr_length", self.instr_length, 1)
+        check_range("env.instr_vocab", self.instr_vocab, 2)
 
 
 CORES = ("gtrxl", "trxl", "trxl_i", "lstm", "ff")

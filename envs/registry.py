@@ -7,29 +7,25 @@ from collections.abc import Callable
 from configs.schema import EnvConfig
 from envs.atari import AtariVecEnv
 from envs.base import VecEnv
+from envs.dmlab import DMLabVecEnv
 from envs.memory import CueRecallVecEnv
 from envs.minigrid import MiniGridVecEnv
 from envs.popgym_tasks import PopGymVecEnv
-
-
-def _dmlab(cfg: EnvConfig) -> VecEnv:
-    raise NotImplementedError(f"env.family='dmlab' is not implemented yet (env.name={cfg.name!r})")
-
 
 FAMILIES: dict[str, Callable[[EnvConfig], VecEnv]] = {
     "atari": AtariVecEnv,
     "minigrid": MiniGridVecEnv,
     "popgym": PopGymVecEnv,
     "memory": CueRecallVecEnv,
-    "dmlab": _dmlab,
+    "dmlab": DMLabVecEnv,
 }
 
 
 def make(cfg: EnvConfig) -> VecEnv:
     """Build the vectorised env ``cfg`` describes (``cfg.num_envs`` envs, env i seeded from ``cfg.seed + i``).
 
-    Raises ``ValueError`` (one line, with close matches) for an unknown game or task name, and
-    ``NotImplementedError`` for ``family="dmlab"``.
+    Raises ``ValueError`` (one line, with close matches) for an unknown game or task name; ``family="dmlab"``
+    raises ``ModuleNotFoundError`` where DeepMind Lab is not installed (see ``envs/dmlab.py``).
     """
     if cfg.family not in FAMILIES:
         raise ValueError(f"unknown env.family {cfg.family!r}; accepted: {', '.join(FAMILIES)}")

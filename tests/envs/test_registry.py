@@ -1,4 +1,4 @@
-"""make(): dispatch, unknown-name errors with close matches, dmlab placeholder, per-env seeds."""
+"""make(): dispatch, unknown-name errors with close matches, deepmind_lab missing, per-env seeds."""
 
 from __future__ import annotations
 
@@ -29,8 +29,11 @@ def test_unknown_names_list_close_matches(family, name, message):
     assert str(error.value).startswith(message) and "\n" not in str(error.value)
 
 
-def test_dmlab_is_not_implemented_yet():
-    with pytest.raises(NotImplementedError, match="dmlab"):
+def test_dmlab_without_deepmind_lab_is_one_clear_line(monkeypatch):
+    import envs.dmlab
+
+    monkeypatch.setattr(envs.dmlab, "LAB_MODULE", "no_such_deepmind_lab")
+    with pytest.raises(ModuleNotFoundError, match=r"docs/docker\.md"):
         make(EnvConfig(family="dmlab", name="rooms_watermaze", num_envs=1))
 
 

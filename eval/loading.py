@@ -1,0 +1,80 @@
+"""Checkpoint -> network ready to act: the config it was trained with, its weights and its env spec.
+
+The checkpoint is read with ``agent.checkpoint.load_checkpoint`` (plain data, ``weights_only``); the network
+parameters are the Learner's ``net.`` entries. Every problem is a one-line :class:`CheckpointError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from agent.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
+from configs import Config, ConfigError, config_from_dict
+from networks.agent_net import AgentNet
+
+NET_PREFIX = "net."
+REQUIRED_KEYS = ("config", "learner", "obs_shape", "num_actions", "task_names")
+
+
+@dataclass
+class LoadedAgent:
+    """A trained network and what it was trained on."""
+
+    path: Path  # the checkpoint file
+    cfg: Config
+    net: AgentNet  # in eval mode, on the requested device
+    obs_shape: tuple[int, ...]
+    num_actions: int
+    task_names: list[str]
+    global_step: int  # env steps of training (0 if the checkpoint does not say)
+
+    @property
+    def own_games(self) -> list[str]:
+        """The games the agent was trained on: all its tasks if several, else its config's ``env.name``."""
+        return list(self.task_names) if len(self.task_names) > 1 else [self.cfg.env.name]
+
+
+def _network_state(path: Path, payload: dict[str, Any]) -> dict[str, torch.Tensor]:
+    learner = payload["learner"]
+    module = learner.get("module") if isinstance(learner, dict) else None
+    if not isinstance(module, dict):
+        raise CheckpointError(f"checkpoint '{path}' has no learner module state ('learner' -> 'module')")
+    state = {k.removeprefix(NET_PREFIX): v for k, v in module.items() if k.startswith(NET_PREFIX)}
+    if not state:
+        raise CheckpointError(f"checkpoint '{path}' holds no network parameters ('{NET_PREFIX}*' keys)")
+    return state
+
+
+def load_agent(path: str | Path, device: torch.device | str = "cpu") -> LoadedAgent:
+    """Load a checkpoint file, or the newest checkpoint of a run directory, into an :class:`AgentNet`."""
+    path = latest_checkpoint(path)
+    payload = load_checkpoint(path, map_location="cpu")
+    missing = [k for k in REQUIRED_KEYS if k not in payload]
+    if missing:
+        raise CheckpointError(f"checkpoint '{path}' lacks {', '.join(missing)}; is it a training checkpoint?")
+    try:
+        cfg = config_from_dict(payload["config"], source=f"checkpoint '{path}'")
+    except ConfigError as err:
+        raise CheckpointError(f"checkpoint '{path}' has an invalid config: {err}") from None
+    obs_shape = tuple(int(d) for d in payload["obs_shape"])
+    num_actions = int(payload["num_actions"])
+    net = AgentNet(cfg.net, obs_shape, num_actions)
+    try:
+        net.load_state_dict(_network_state(path, payload))
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise CheckpointError(f"checkpoint '{path}' does not match its network config ({first})") from None
+    counters = payload.get("counters") or {}
+    return LoadedAgent(
+        path=path,
+        cfg=cfg,
+        net=net.to(device).eval(),
+        obs_shape=obs_shape,
+        num_actions=num_actions,
+        task_names=[str(t) for t in payload["task_names"]],
+        global_step=int(counters.get("global_step", 0)),
+    )
