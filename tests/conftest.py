@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 REPORT = Path(__file__).resolve().parents[1] / "docs" / "reliability.md"
-REPORT_COMMAND = "RELIABILITY_REPORT=1 .venv/bin/python -m pytest tests/reliability tests/configs"
+REPORT_COMMAND = "RELIABILITY_REPORT=1 .venv/bin/python -m pytest tests/reliability"
 
 
 class ReliabilityLog:
