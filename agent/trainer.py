@@ -25,7 +25,9 @@ from agent.checkpoint import CheckpointError, list_checkpoints, load_checkpoint,
 from agent.learner import Learner, make_learner
 from agent.rollout import Actor, EpisodeStats
 from configs import Config, config_to_dict
+from envs.references import human_normalized, reference
 from networks.agent_net import AgentNet
+from networks.precision import resolve_bf16
 
 
 def resolve_device(name: str) -> torch.device:
@@ -106,7 +108,13 @@ class Trainer:
         # the episodes of the first segment.
         env_seed = cfg.env.seed + 10_007 * self.counters.num_updates
         self.env = envs.make(dataclasses.replace(cfg.env, seed=env_seed))
+        if cfg.net.num_tasks != len(self.env.task_names):  # one PopArt value head per task of the env
+            cfg = dataclasses.replace(
+                cfg, net=dataclasses.replace(cfg.net, num_tasks=len(self.env.task_names))
+            )
+            self.cfg = cfg
         self.net = AgentNet(cfg.net, tuple(self.env.observation_shape), self.env.num_actions).to(self.device)
+        self.net.bf16 = resolve_bf16(cfg.train.bf16, self.device)  # before the learner copies the net
         self.learner: Learner = make_learner(self.net, cfg.algo).to(self.device)
         self.learner.build_optimizer()
         if checkpoint is not None:
@@ -118,6 +126,7 @@ class Trainer:
         purge = self.counters.global_step + 1 if checkpoint is not None else None
         self.writer = SummaryWriter(str(run_dir), purge_step=purge)
         self.recent_returns: collections.deque[float] = collections.deque(maxlen=100)
+        self.task_returns = [collections.deque(maxlen=20) for _ in self.env.task_names]  # per-task window
 
     # ---------------------------------------------------------------- checkpoints
     def _restore(self, checkpoint: dict[str, Any]) -> None:
@@ -154,16 +163,41 @@ class Trainer:
         if len(episodes.returns):
             self.writer.add_scalar("charts/episodic_return", float(np.mean(episodes.returns)), step)
             self.writer.add_scalar("charts/episodic_length", float(np.mean(episodes.lengths)), step)
-            names = self.env.task_names
-            if len(names) > 1:
-                for task in np.unique(episodes.task_ids):
-                    mean = float(np.mean(episodes.returns[episodes.task_ids == task]))
-                    self.writer.add_scalar(f"charts/episodic_return/{names[int(task)]}", mean, step)
+            if len(self.env.task_names) > 1:
+                self._log_tasks(episodes, step)
         if self.counters.num_updates % self.cfg.train.log_interval == 0:
+            names = self.env.task_names
             for key, value in metrics.items():
+                if key.startswith(("popart/mu_", "popart/sigma_")) and len(names) > 1:
+                    stat, _, task = key.rpartition("_")
+                    key = f"{stat}/{names[int(task)]}"
                 self.writer.add_scalar(key, value, step)
             self.writer.add_scalar("charts/sps", sps, step)
             self.writer.add_scalar("charts/episodes", self.counters.episodes, step)
+
+    def _log_tasks(self, episodes: EpisodeStats, step: int) -> None:
+        """Per-task return; where reference scores exist, per-task and median HNS (last 20 episodes)."""
+        names = self.env.task_names
+        for task in np.unique(episodes.task_ids):
+            returns = episodes.returns[episodes.task_ids == task]
+            self.task_returns[int(task)].extend(returns.tolist())
+            self.writer.add_scalar(
+                f"charts/episodic_return/{names[int(task)]}", float(np.mean(returns)), step
+            )
+        scores = {}
+        for name, window in zip(names, self.task_returns):
+            hns = (
+                human_normalized(float(np.mean(window)), reference(self.cfg.env.family, name))
+                if window
+                else None
+            )
+            if hns is not None and np.isfinite(hns):
+                scores[name] = hns
+                self.writer.add_scalar(f"charts/hns/{name}", hns, step)
+        if scores:
+            self.writer.add_scalar("charts/median_hns", float(np.median(list(scores.values()))), step)
+            self.writer.add_scalar("charts/mean_hns", float(np.mean(list(scores.values()))), step)
+            self.writer.add_scalar("charts/hns_tasks_seen", len(scores), step)
 
     # ---------------------------------------------------------------- loop
     def _save_or_fail(self) -> Path:

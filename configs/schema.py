@@ -55,6 +55,7 @@ class EnvConfig:
     max_episode_frames: int = 108_000  # per-episode cap in emulator frames (DQN protocol: 108k = 30 min)
     image_size: int = 84  # Atari frame side (84x84 grey)
     frame_stack: int = 4
+    full_action_space: bool = False  # Atari: 18 actions whatever the protocol (multi-task suites force it)
     # DeepMind Lab (envs/dmlab.py)
     dmlab_width: int = 96  # RGB_INTERLEAVED width (IMPALA / V-MPO: 96x72)
     dmlab_height: int = 72
@@ -224,6 +225,7 @@ class TrainConfig:
     progress: bool = True
     torch_threads: int = 0  # 0 = leave torch's default
     max_consecutive_skips: int = 20  # non-finite updates in a row before the run stops (with a checkpoint)
+    bf16: str = "auto"  # network body in bf16 autocast: auto (where AMX / CUDA bf16) | on | off
 
     def __post_init__(self) -> None:
         check_range("train.total_steps", self.total_steps, 1)
@@ -233,6 +235,9 @@ class TrainConfig:
         check_range("train.keep_checkpoints", self.keep_checkpoints, 1)
         check_range("train.torch_threads", self.torch_threads, 0)
         check_range("train.max_consecutive_skips", self.max_consecutive_skips, 1)
+        # YAML 1.1 reads on/off as booleans: accept them (and true/false) as on/off
+        self.bf16 = {"true": "on", "false": "off"}.get(str(self.bf16).lower(), self.bf16)
+        check_choice("train.bf16", self.bf16, ("auto", "on", "off"))
 
 
 @dataclass

@@ -18,6 +18,7 @@ envpool 1.2.5 behaviour this module relies on (checked in the tests):
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -100,6 +101,8 @@ class AtariVecEnv:
         import envpool  # heavy import (registers ~1600 tasks); only when an Atari env is made
 
         protocol = PROTOCOLS[cfg.protocol]
+        if cfg.full_action_space:  # 18 actions whatever the protocol (multi-task training)
+            protocol = dataclasses.replace(protocol, full_action_space=True)
         if cfg.episodic_life and not protocol.allows_episodic_life:
             raise ValueError(
                 f"env.episodic_life=True conflicts with env.protocol={cfg.protocol!r} "
@@ -126,7 +129,10 @@ class AtariVecEnv:
         self.num_envs = cfg.num_envs
         self.observation_shape = tuple(self._env.observation_space.shape)
         self.observation_dtype = np.dtype(np.uint8)
-        self.num_actions = int(self._env.action_space.n)
+        # With the full action set every game has 18 actions but Skiing (9 legal ones): it takes 18 too and
+        # maps the actions it lacks to NOOP (0), so one policy head serves every game.
+        self._legal_actions = int(self._env.action_space.n)
+        self.num_actions = 18 if cfg.full_action_space else self._legal_actions
         self.task_names = [task_id.removesuffix("-v5")]
         self._tracker = EpisodeTracker(self.num_envs)
         self._resetting = np.zeros(self.num_envs, bool)  # this step is an autoreset step
@@ -141,6 +147,7 @@ class AtariVecEnv:
     def step(self, actions: np.ndarray) -> StepResult:
         """Step all envs; the reward is clipped if ``clip_rewards``, ``info`` holds the raw episode stats."""
         actions = check_actions(actions, self.num_envs, self.num_actions)
+        actions = np.where(actions < self._legal_actions, actions, 0)
         obs, raw_reward, terminated, truncated, env_info = self._env.step(actions)
         terminated, truncated = terminated.astype(bool), truncated.astype(bool)
         game_over = env_info["terminated"].astype(bool) | truncated

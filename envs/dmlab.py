@@ -44,7 +44,7 @@ from envs.base import EpisodeTracker, StepResult, check_actions, clip_reward, un
 # DMLab-30 (Beattie et al. 2016; Espeholt et al. 2018, IMPALA) level names, transcribed from DeepMind's
 # scalable_agent ``dmlab30.py`` (LEVEL_MAPPING). Two levels train on a ``_train`` variant and are scored
 # on its ``_test`` variant. Their human / random reference scores live with the other score tables in
-# ``eval/references.py``.
+# ``envs/references.py``.
 
 # Evaluation names (the keys of the score tables), in scalable_agent's order.
 DMLAB30_LEVELS: list[str] = [

@@ -10,10 +10,18 @@ from envs.base import VecEnv
 from envs.dmlab import DMLabVecEnv
 from envs.memory import CueRecallVecEnv
 from envs.minigrid import MiniGridVecEnv
+from envs.multitask import atari_suite_games, make_atari_suite
 from envs.popgym_tasks import PopGymVecEnv
 
+
+def _atari(cfg: EnvConfig) -> VecEnv:
+    """One game, or a suite (``atari57``, ``atari10``, ``Pong,Breakout,...``) as a multi-task env."""
+    games = atari_suite_games(cfg.name)
+    return AtariVecEnv(cfg) if games is None else make_atari_suite(cfg, games)
+
+
 FAMILIES: dict[str, Callable[[EnvConfig], VecEnv]] = {
-    "atari": AtariVecEnv,
+    "atari": _atari,
     "minigrid": MiniGridVecEnv,
     "popgym": PopGymVecEnv,
     "memory": CueRecallVecEnv,

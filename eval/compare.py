@@ -12,8 +12,8 @@ import math
 import sys
 from pathlib import Path
 
+from envs.references import ATARI_REFERENCE, DMLAB_REFERENCE, Reference
 from eval.plots import plot_comparison
-from eval.references import ATARI_REFERENCE, DMLAB_REFERENCE, Reference
 from eval.report import fmt, markdown_table, read_scores
 from eval.scores import GameSummary, suite_hns, summarize
 

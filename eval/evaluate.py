@@ -28,9 +28,9 @@ from agent.checkpoint import CheckpointError
 from agent.trainer import resolve_device
 from configs import ConfigError
 from envs import PROTOCOLS
+from envs.references import reference, reference_source
 from eval.loading import LoadedAgent, load_agent
 from eval.plots import plot_hns, plot_returns
-from eval.references import reference, reference_source
 from eval.report import SummaryInfo, summary_markdown, write_scores
 from eval.runner import RunSpec, precheck, run_game
 from eval.scores import Episode, suite_hns, summarize

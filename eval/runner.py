@@ -30,8 +30,7 @@ from eval.video import EpisodeVideo
 UNROLL = 32  # agent steps per Actor.rollout call
 SEED_STRIDE = 10_000  # env i of evaluation seed s is seeded with s * SEED_STRIDE + i
 FULL_ACTION_HINT = (
-    "the machado protocol's full action set has 18 actions in every game except Skiing (9): "
-    "train with env.protocol=machado to evaluate one agent on several games"
+    "train with env.full_action_space=true (18 actions in every game) to evaluate one agent on several games"
 )
 
 
@@ -68,6 +67,8 @@ def env_config(agent: LoadedAgent, spec: RunSpec, num_envs: int):
         clip_rewards=False,  # the wrapper clips what the network sees, as in training
         episodic_life=False,
         max_episode_frames=spec.max_frames,
+        # a multi-task checkpoint was trained with one 18-action head for every game
+        full_action_space=agent.cfg.env.full_action_space or len(agent.own_games) > 1,
     )
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from eval.references import ATARI10_WEIGHTS, Reference
+from envs.references import ATARI10_WEIGHTS, Reference, human_normalized
 
 
 @dataclass(frozen=True)
@@ -36,13 +36,6 @@ class GameSummary:
     mean: float
     std: float  # sample standard deviation (ddof=1); 0 for a single episode
     hns: float  # human-normalised score of the mean return (fraction); NaN without a reference
-
-
-def human_normalized(score: float, ref: Reference | None) -> float:
-    """``(score - random) / (human - random)``; NaN when ``ref`` is ``None``."""
-    if ref is None:
-        return math.nan
-    return (score - ref.random) / (ref.human - ref.random)
 
 
 def summarize_game(game: str, returns: Sequence[float], ref: Reference | None) -> GameSummary:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from envs import ATARI57
 from envs.base import unknown_name_error
 from envs.dmlab import DMLAB30_LEVELS
-from eval.references import ATARI10
+from envs.references import ATARI10
 
 NAMED_SUITES: dict[str, tuple[str, list[str]]] = {
     "atari57": ("atari", list(ATARI57)),

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from eval.references import ATARI10, reference
+from envs.references import ATARI10, reference
 from eval.report import (
     SummaryInfo,
     parse_markdown_tables,

@@ -6,14 +6,15 @@ import pytest
 
 from envs import ATARI57
 from envs.dmlab import DMLAB30_LEVELS
-from eval.references import (
+from envs.references import (
     ATARI10,
     ATARI10_WEIGHTS,
     ATARI_REFERENCE,
     DMLAB_REFERENCE,
+    human_normalized,
     reference,
 )
-from eval.scores import GameSummary, atari10_median_estimate, human_normalized, suite_hns, summarize_game
+from eval.scores import GameSummary, atari10_median_estimate, suite_hns, summarize_game
 
 
 @pytest.mark.parametrize(

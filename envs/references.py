@@ -18,6 +18,7 @@ Sources (numbers transcribed unchanged):
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 from envs.dmlab import DMLAB30_TEST_LEVEL
@@ -153,6 +154,13 @@ ATARI10_WEIGHTS: dict[str, float] = {
 }
 ATARI10: list[str] = list(ATARI10_WEIGHTS)
 ATARI10_RELATIVE_ERROR = 0.072  # cross-validated relative error of the estimate (same source)
+
+
+def human_normalized(score: float, ref: Reference | None) -> float:
+    """``(score - random) / (human - random)``; NaN when ``ref`` is ``None``."""
+    if ref is None:
+        return math.nan
+    return (score - ref.random) / (ref.human - ref.random)
 
 
 def reference(family: str, name: str) -> Reference | None:
