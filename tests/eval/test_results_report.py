@@ -1,0 +1,51 @@
+"""eval.report: the table and plots come from the logs, and the numbers match them."""
+
+import math
+
+import numpy as np
+import yaml
+from torch.utils.tensorboard import SummaryWriter
+
+from eval.report import main, parse_table
+
+
+def fake_run(root, name, core, seed, returns, nan_loss=False):
+    path = root / name
+    path.mkdir()
+    cfg = {
+        "env": {"name": "CueRecall-L8"},
+        "algo": {"name": "vmpo"},
+        "net": {"core": core},
+        "train": {"seed": seed},
+    }
+    (path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    writer = SummaryWriter(str(path))
+    for i, value in enumerate(returns):
+        writer.add_scalar("charts/episodic_return", value, 100 * (i + 1))
+        writer.add_scalar("loss/total", math.nan if nan_loss and i == 3 else 1.0, 100 * (i + 1))
+    writer.close()
+
+
+def test_report_table_matches_the_logs(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    fake_run(runs, "g0", "gtrxl", 0, [0.2] * 10 + [1.0] * 10)
+    fake_run(runs, "g1", "gtrxl", 1, [0.25] * 10 + [0.9] * 10)
+    fake_run(runs, "f0", "ff", 0, [0.25] * 20, nan_loss=True)
+    assert main([str(runs), "--out", str(tmp_path / "out"), "--tail", "0.1"]) == 0
+    rows = {r["core"]: r for r in parse_table((tmp_path / "out" / "table.md").read_text())}
+    gtrxl = rows["gtrxl"]
+    assert gtrxl["seeds"] == "2" and gtrxl["per seed"] == "s0: 1.000, s1: 0.900"
+    mean, std = (float(x) for x in gtrxl[next(k for k in gtrxl if k.startswith("final return"))].split(" ± "))
+    assert mean == np.mean([1.0, 0.9]) and math.isclose(std, np.std([1.0, 0.9], ddof=1), abs_tol=1e-3)
+    assert gtrxl["env steps"] == "2000" and gtrxl["diverged"] == "0/2"
+    assert rows["ff"]["diverged"] == "1/1"
+    assert (tmp_path / "out" / "curves_CueRecall-L8.png").stat().st_size > 1000
+    assert "| CueRecall-L8 | vmpo | gtrxl | 2 |" in capsys.readouterr().out
+
+
+def test_report_rejects_a_folder_without_runs(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main([str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
+    assert main([str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.count("error: ") == 2
