@@ -210,3 +210,19 @@ def test_no_shell_true_anywhere(reliability):
             offenders.append(str(path))
     assert offenders == []
     reliability.record("source scan: shell=True with user strings", True, 0)
+
+
+def test_read_only_output_directory_is_a_clear_error(tmp_path, reliability, monkeypatch, capsys):
+    """Root ignores file permissions here, so the read-only file system is simulated at mkdir/write."""
+    import pathlib
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(errno.EROFS, "Read-only file system", str(tmp_path / "ro"))
+
+    monkeypatch.setattr(pathlib.Path, "mkdir", read_only)
+    monkeypatch.setattr(pathlib.Path, "write_text", read_only)
+    code = main(["--config", "quickstart", *TINY, f"train.run_dir={tmp_path / 'ro'}", "train.total_steps=32"])
+    err = capsys.readouterr().err.strip()
+    ok = code == 2 and "Read-only file system" in err and "\n" not in err
+    reliability.record("read-only output directory (simulated)", ok, 0)
+    assert ok, err
