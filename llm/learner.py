@@ -1,0 +1,232 @@
+"""The sequence-level learner: one sampled batch -> advantages -> method loss -> optimiser steps.
+
+All methods share this path (seed 000 §6-7): reward -> advantage ``A(x, y)`` -> per-sequence weights ->
+weighted teacher-forced NLL of the whole completion (GRPO: the clipped ratio surrogate instead).
+The E-step, the ``eta``/``alpha`` duals and the M-step are :mod:`agent.vmpo`'s functions, reached through
+:mod:`llm.losses`; the duals are :class:`agent.duals.LagrangeMultiplier`.
+
+Dropout (seed 000 §9): sampling and the ``pi_old``/``pi_ref`` forward passes run in eval mode; the
+M-step forward runs in train mode (dropout on) only when ``algo.mstep_dropout`` is set.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+
+from agent.duals import LagrangeMultiplier
+from llm.advantages import group_mean_advantages, group_reward_std, value_advantages
+from llm.losses import (
+    awr_loss,
+    dar_loss,
+    grpo_loss,
+    reference_kl_loss,
+    sequence_log_probs,
+    sft_loss,
+    vmpo_sequence_loss,
+)
+from llm.rollout import Rollout, completion_log_probs
+
+__all__ = ["SequenceLearner"]
+
+
+def _hidden_size(model: nn.Module) -> int:
+    config = model.config
+    for key in ("hidden_size", "n_embd", "d_model"):
+        if isinstance(getattr(config, key, None), int):
+            return int(getattr(config, key))
+    raise ValueError(f"cannot find the hidden size of {type(model).__name__} for the value head")
+
+
+class SequenceLearner(nn.Module):
+    """Owns the policy, the optional reference ``pi_ref``, the value head ``V(x)``, the duals and optimisers.
+
+    Args:
+        policy: an HF causal LM.
+        algo: ``LLMAlgoConfig``.
+        sft_lr: learning rate of :meth:`sft_step` (a separate Adam, dropped after the warm start).
+    """
+
+    def __init__(self, policy: nn.Module, algo: Any, sft_lr: float) -> None:
+        super().__init__()
+        self.policy = policy
+        self.algo = algo
+        v = algo.vmpo
+        self.eta = LagrangeMultiplier(v.eta_init, mode=v.dual_param)
+        self.alpha = LagrangeMultiplier(v.alpha_init, mode=v.dual_param)
+        self.value_head = nn.Linear(_hidden_size(policy), 1)
+        nn.init.zeros_(self.value_head.weight)
+        nn.init.zeros_(self.value_head.bias)
+        self.ref: nn.Module | None = None
+        self.num_updates = 0
+        self.policy_opt = torch.optim.Adam(policy.parameters(), lr=algo.lr)
+        self.sft_opt = torch.optim.Adam(policy.parameters(), lr=sft_lr)
+        self.dual_opt = torch.optim.Adam([self.eta.raw, self.alpha.raw], lr=v.dual_lr)
+        self.value_opt = torch.optim.Adam(self.value_head.parameters(), lr=algo.value_lr)
+
+    # ------------------------------------------------------------------ reference policy
+    @property
+    def needs_ref(self) -> bool:
+        a = self.algo
+        return (
+            a.method == "dar"
+            or (a.method == "vmpo" and a.vmpo.kl_to_ref)
+            or (a.method == "grpo" and a.grpo.kl_coef > 0)
+        )
+
+    def refresh_ref(self) -> None:
+        """``pi_ref <- pi_theta`` (a frozen copy); no-op when the method needs no reference."""
+        if not self.needs_ref:
+            return
+        self.ref = copy.deepcopy(self.policy).eval()
+        self.ref.requires_grad_(False)
+
+    # ------------------------------------------------------------------ SFT warm start
+    def sft_step(self, batch: Rollout) -> dict[str, float]:
+        """One SFT step: the EM special case ``q = delta(y)`` on the weighted-NLL M-step (seed 000 §6)."""
+        self.policy.train(self.algo.mstep_dropout)
+        token_lp, _, _ = completion_log_probs(self.policy, batch)
+        seq_lp = sequence_log_probs(token_lp, batch.completion_mask)
+        loss, _ = sft_loss(seq_lp, torch.ones_like(seq_lp, dtype=torch.bool))
+        self.sft_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.policy.parameters(), self.algo.max_grad_norm)
+        self.sft_opt.step()
+        tokens = batch.completion_mask.sum().clamp_min(1)
+        return {
+            "sft/loss": float(loss.detach()),
+            "sft/nll_per_token": float(-token_lp.detach().sum() / tokens),
+        }
+
+    # ------------------------------------------------------------------ RL update
+    def _advantages(self, rewards: torch.Tensor, group: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        if self.algo.advantage == "group_mean":
+            return group_mean_advantages(rewards, group, self.algo.normalize_std)
+        return value_advantages(rewards, self.value_head(features).squeeze(-1))
+
+    def _fit_value(self, features: torch.Tensor, rewards: torch.Tensor) -> float:
+        loss = 0.5 * (self.value_head(features).squeeze(-1) - rewards).pow(2).mean()
+        self.value_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.value_opt.step()
+        return float(loss.detach())
+
+    def _method_loss(
+        self,
+        token_lp: torch.Tensor,
+        old_token_lp: torch.Tensor,
+        ref_token_lp: torch.Tensor | None,
+        adv: torch.Tensor,
+        mask: torch.Tensor,
+        valid: torch.Tensor,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        a = self.algo
+        seq_lp = sequence_log_probs(token_lp, mask)
+        if a.method == "vmpo":
+            return vmpo_sequence_loss(
+                seq_lp, adv, valid, self.eta.value(), a.vmpo.topk_fraction, a.vmpo.eps_eta
+            )
+        if a.method == "dar":
+            assert ref_token_lp is not None
+            ref_seq, old_seq = sequence_log_probs(ref_token_lp, mask), sequence_log_probs(old_token_lp, mask)
+            return dar_loss(seq_lp, adv, ref_seq, old_seq, valid, a.dar.alpha, a.dar.beta, a.dar.weight_clip)
+        if a.method == "awr":
+            return awr_loss(seq_lp, adv, valid, a.awr.beta, a.awr.weight_clip)
+        return grpo_loss(token_lp, old_token_lp, adv, mask & valid.unsqueeze(-1), a.grpo.clip_eps)
+
+    def update(self, rollout: Rollout, rewards: torch.Tensor) -> dict[str, float]:
+        """One RL update on a sampled batch; returns scalar metrics (TRL names where they exist)."""
+        a = self.algo
+        mask = rollout.completion_mask
+        rewards = rewards.float().to(mask.device)
+        use_kl = self.ref is not None and a.method in ("vmpo", "grpo")
+        with torch.no_grad():
+            self.policy.eval()
+            old_token_lp, _, features = completion_log_probs(self.policy, rollout, with_prompt_features=True)
+            assert features is not None
+            ref_token_lp, ref_logits = None, None
+            if self.ref is not None:
+                ref_token_lp, ref_logits, _ = completion_log_probs(self.ref, rollout, with_logits=use_kl)
+            adv = self._advantages(rewards, rollout.group, features)
+            zero_std = group_reward_std(rewards, rollout.group) == 0
+            # A group whose completions all got the same reward has A = 0 everywhere under the group-mean
+            # baseline: no information on which completion is better, so it is left out of the E-step.
+            skip = a.skip_zero_std_groups and a.advantage == "group_mean"
+            valid = ~zero_std if skip else torch.ones_like(zero_std)
+        metrics: dict[str, float] = {}
+        if a.advantage == "value":
+            metrics["loss/value"] = self._fit_value(features, rewards)
+
+        for _ in range(a.update_epochs):
+            self.policy.train(a.mstep_dropout)
+            token_lp, logits, _ = completion_log_probs(self.policy, rollout, with_logits=use_kl)
+            loss, extras = self._method_loss(token_lp, old_token_lp, ref_token_lp, adv, mask, valid)
+            if use_kl:
+                assert logits is not None and ref_logits is not None
+                # V-MPO: alpha is the learned dual. GRPO: a fixed float kl_coef with eps 0, whose loss
+                # kl_coef * (0 - sg[KL]) + kl_coef * KL has the gradient kl_coef * dKL of a plain penalty.
+                alpha = self.alpha.value() if a.method == "vmpo" else a.grpo.kl_coef
+                eps_alpha = a.vmpo.eps_alpha if a.method == "vmpo" else 0.0
+                kl_loss, kl_extras = reference_kl_loss(alpha, ref_logits, logits, mask, eps_alpha)
+                loss = loss + kl_loss
+                extras = {**extras, **kl_extras}
+            self.policy_opt.zero_grad(set_to_none=True)
+            self.dual_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = nn.utils.clip_grad_norm_(self.policy.parameters(), a.max_grad_norm)
+            self.policy_opt.step()
+            self.dual_opt.step()
+            self.eta.project_()
+            self.alpha.project_()
+        self.policy.eval()
+        self.num_updates += 1
+        if a.ref_update_period and self.num_updates % a.ref_update_period == 0:
+            self.refresh_ref()
+
+        with torch.no_grad():
+            lengths = mask.sum(-1).float()
+            metrics.update({k: float(v) for k, v in extras.items()})
+            metrics.update(
+                {
+                    "loss": float(loss),
+                    "reward": float(rewards.mean()),
+                    "reward_std": float(rewards.std()) if rewards.numel() > 1 else 0.0,
+                    "frac_reward_zero_std": float(zero_std.float().mean()),
+                    "completions/mean_length": float(lengths.mean()),
+                    "completions/max_length": float(lengths.max()),
+                    "adv/mean": float(adv.mean()),
+                    "adv/std": float(adv.std()) if adv.numel() > 1 else 0.0,
+                    "grad_norm": float(grad_norm),
+                    "kl_old": float(
+                        ((old_token_lp - token_lp.detach()) * mask).sum() / mask.sum().clamp_min(1)
+                    ),
+                }
+            )
+            if "vmpo/kl_mean" in metrics:
+                metrics["kl"] = metrics["vmpo/kl_mean"]
+        return metrics
+
+    # ------------------------------------------------------------------ checkpoint state
+    def training_state(self) -> dict[str, Any]:
+        """Optimiser, dual and value-head state (the policy itself goes through ``save_pretrained``)."""
+        return {
+            "policy_opt": self.policy_opt.state_dict(),
+            "dual_opt": self.dual_opt.state_dict(),
+            "value_opt": self.value_opt.state_dict(),
+            "eta": self.eta.state_dict(),
+            "alpha": self.alpha.state_dict(),
+            "value_head": self.value_head.state_dict(),
+            "num_updates": self.num_updates,
+        }
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        self.policy_opt.load_state_dict(state["policy_opt"])
+        self.dual_opt.load_state_dict(state["dual_opt"])
+        self.value_opt.load_state_dict(state["value_opt"])
+        self.eta.load_state_dict(state["eta"])
+        self.alpha.load_state_dict(state["alpha"])
+        self.value_head.load_state_dict(state["value_head"])
+        self.num_updates = int(state["num_updates"])

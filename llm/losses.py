@@ -1,0 +1,269 @@
+r"""Sequence-level losses as pure functions; the E-step, duals and M-step are :mod:`agent.vmpo`'s.
+
+Every method shares one M-step form, the weighted teacher-forced NLL of whole completions
+(seed 000 §6 eq. (5)): ``L_pi = -sum_i w_i log pi_theta(y_i | x_i)`` with ``log pi(y|x) = sum_t
+log pi(y_t | y_<t, x)`` (seed 000 §6 "Token-Level Form") and weights ``w`` detached. They differ only
+in ``w``:
+
+* SFT (seed 000 §6 "E-step / M-step for SFT"): ``w_i = 1 / B`` on the reference answers.
+* V-MPO (seed 000 §6 eqs. (4)-(5)): ``w = psi = softmax_S(A / eta)`` on the top-k set ``S``,
+  ``eta`` fitted by the log-sum-exp dual; optional KL trust region to a reference with dual ``alpha``.
+* DAR (seed 000 §7 eq. (7) and the final objective): ``w_i = (pi_ref / pi_t)^(alpha/t) exp(A_i / t)``,
+  ``t = alpha + beta``, clipped at ``weight_clip``, averaged over the batch.
+* AWR (seed 000 §7 "Advantage Weighted Regression"; Peng et al. 2019): ``w_i = min(exp(A_i / beta),
+  weight_clip)``, averaged over the batch.
+
+GRPO / PPO-seq (seed 003 §4.6-4.8 eq. (14)) is the ratio-based baseline: :func:`agent.ppo.ppo_loss`
+with the sequence advantage broadcast to every completion token.
+
+Shapes: ``B`` sequences, ``T`` completion tokens. Returns ``(loss, extras)`` with detached 0-d extras.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from agent.ppo import ppo_loss
+from agent.vmpo import (
+    categorical_kl,
+    e_step_weights,
+    policy_loss,
+    temperature_loss,
+    topk_mask,
+    trust_region_loss,
+)
+
+__all__ = [
+    "awr_loss",
+    "dar_loss",
+    "dar_weights",
+    "effective_sample_size",
+    "grpo_loss",
+    "reference_kl_loss",
+    "sequence_log_probs",
+    "sft_loss",
+    "vmpo_sequence_loss",
+]
+
+Extras = dict[str, torch.Tensor]
+
+
+def sequence_log_probs(token_log_probs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``log pi(y|x) = sum_t mask_t log pi(y_t|y_<t, x)``: ``[B, T] -> [B]`` fp32."""
+    if token_log_probs.shape != mask.shape:
+        raise ValueError(f"token_log_probs {tuple(token_log_probs.shape)} != mask {tuple(mask.shape)}")
+    lp = token_log_probs.float()
+    return torch.where(mask.bool(), lp, torch.zeros_like(lp)).sum(dim=-1)
+
+
+def effective_sample_size(weights: torch.Tensor) -> torch.Tensor:
+    """Kish ESS ``(sum w)^2 / sum w^2`` of non-negative weights (0 if all are 0)."""
+    w = weights.detach().float()
+    denom = (w**2).sum()
+    return torch.where(denom > 0, w.sum() ** 2 / denom.clamp_min(torch.finfo(torch.float32).tiny), denom)
+
+
+def _check_batch(seq_log_probs: torch.Tensor, **others: torch.Tensor) -> None:
+    for name, x in others.items():
+        if x.shape != seq_log_probs.shape:
+            raise ValueError(f"{name} must have shape {tuple(seq_log_probs.shape)}, got {tuple(x.shape)}")
+
+
+def sft_loss(seq_log_probs: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, Extras]:
+    """SFT as the EM special case (seed 000 §6 eqs. (2)-(3)): ``q = delta(tau = y)``, weight ``1/B`` each,
+    through the same :func:`agent.vmpo.policy_loss` M-step. ``seq_log_probs`` ``[B]`` of the references."""
+    _check_batch(seq_log_probs, valid=valid)
+    v = valid.bool()
+    psi = v.float() / v.sum().clamp_min(1).float()
+    loss = policy_loss(seq_log_probs, psi)
+    return loss, {"loss/policy": loss.detach()}
+
+
+def vmpo_sequence_loss(
+    seq_log_probs: torch.Tensor,
+    advantages: torch.Tensor,
+    valid: torch.Tensor,
+    eta: torch.Tensor | float,
+    topk_fraction: float,
+    eps_eta: float,
+) -> tuple[torch.Tensor, Extras]:
+    r"""Sequence-level V-MPO ``L_pi + L_eta`` (seed 000 §6 "Sequence-Level V-MPO at LLM Scale").
+
+    1. ``S`` = top ``k = max(1, floor(rho N))`` sequences by ``A`` (:func:`agent.vmpo.topk_mask`);
+    2. ``psi_i = softmax_S(A_i / eta)``, detached (:func:`agent.vmpo.e_step_weights`, eq. (4));
+    3. ``L_pi = -sum_S psi_i log pi_theta(y_i|x_i)`` (:func:`agent.vmpo.policy_loss`, eq. (5));
+    4. ``L_eta = eta eps_eta + eta log(mean_S exp(A/eta))`` (:func:`agent.vmpo.temperature_loss`).
+
+    Args:
+        seq_log_probs: ``[B]`` ``log pi_theta(y|x)`` summed over completion tokens (carries the gradient).
+        advantages: ``[B]`` sequence advantages; detached.
+        valid: ``[B]`` bool, sequences that may be selected.
+        eta: temperature (``LagrangeMultiplier.value()``; gradient reaches it through ``L_eta`` only).
+        topk_fraction: ``rho`` in (0, 1].
+        eps_eta: E-step KL bound.
+
+    Returns:
+        ``(loss, extras)``: extras ``loss/policy``, ``loss/eta``, ``vmpo/eta``, ``vmpo/kl_psi``,
+        ``vmpo/num_selected``, ``vmpo/adv_topk_mean``, ``vmpo/adv_topk_min``, ``vmpo/ess``, ``vmpo/ess_frac``.
+    """
+    _check_batch(seq_log_probs, advantages=advantages, valid=valid)
+    adv = advantages.detach().float()
+    selected = topk_mask(adv, valid, topk_fraction)
+    psi = e_step_weights(adv, selected, eta)
+    loss_pi = policy_loss(seq_log_probs, psi)
+    loss_eta, extras_eta = temperature_loss(eta, adv, selected, eps_eta)
+    with torch.no_grad():
+        n_sel = selected.sum().float()
+        ess = effective_sample_size(psi)
+        extras = {
+            "loss/policy": loss_pi.detach(),
+            **extras_eta,
+            "vmpo/num_selected": n_sel,
+            "vmpo/adv_topk_mean": torch.where(selected, adv, torch.zeros_like(adv)).sum()
+            / n_sel.clamp_min(1),
+            "vmpo/adv_topk_min": torch.where(selected, adv, torch.full_like(adv, math.inf))
+            .min()
+            .nan_to_num(0.0),
+            "vmpo/ess": ess,
+            "vmpo/ess_frac": ess / n_sel.clamp_min(1),
+        }
+    return loss_pi + loss_eta, extras
+
+
+def reference_kl_loss(
+    alpha: torch.Tensor | float,
+    ref_logits: torch.Tensor,
+    logits: torch.Tensor,
+    mask: torch.Tensor,
+    eps_alpha: float,
+) -> tuple[torch.Tensor, Extras]:
+    r"""KL trust region to a reference policy with dual ``alpha`` (seed 000 §5 eq. (1)), per token:
+    ``alpha (eps_alpha - sg[KL]) + sg[alpha] KL``, ``KL = mean_{mask} KL(pi_ref(.|s_t) || pi_theta(.|s_t))``
+    through :func:`agent.vmpo.categorical_kl` and :func:`agent.vmpo.trust_region_loss`.
+
+    Args: ``ref_logits``, ``logits`` ``[B, T, V]``; ``mask`` ``[B, T]`` completion tokens.
+    """
+    if ref_logits.shape != logits.shape or logits.shape[:-1] != mask.shape:
+        raise ValueError(
+            f"ref_logits {tuple(ref_logits.shape)}, logits {tuple(logits.shape)}, mask {tuple(mask.shape)}: "
+            "need [B, T, V], [B, T, V], [B, T]"
+        )
+    kl = categorical_kl(ref_logits, logits)
+    return trust_region_loss(alpha, kl, mask, eps_alpha)
+
+
+def dar_weights(
+    advantages: torch.Tensor,
+    ref_seq_log_probs: torch.Tensor,
+    old_seq_log_probs: torch.Tensor,
+    alpha: float,
+    beta: float,
+    weight_clip: float,
+) -> torch.Tensor:
+    r"""DAR importance weights (seed 000 §7, last equation of "Direct Advantage Regression"):
+
+    .. math::
+        w_i = \min\Big(\big(\tfrac{\pi_{ref}(y_i|x_i)}{\pi_t(y_i|x_i)}\big)^{\alpha/t}
+              \exp\big(\tfrac{A_i}{t}\big),\ w_{max}\Big), \qquad t = \alpha + \beta,
+
+    i.e. the closed-form target ``pi_ref^(alpha/t) pi_t^(beta/t) exp(A/t)`` (eq. (7)) divided by the
+    sampling policy ``pi_t``. Clipping is done in log space (no overflow). All inputs detached; ``[B]``.
+    """
+    if alpha < 0 or beta < 0 or alpha + beta <= 0 or weight_clip <= 0:
+        raise ValueError(
+            f"DAR needs alpha, beta >= 0 with alpha + beta > 0 and weight_clip > 0; "
+            f"got alpha={alpha}, beta={beta}, weight_clip={weight_clip}"
+        )
+    t = alpha + beta
+    log_ratio = ref_seq_log_probs.detach().float() - old_seq_log_probs.detach().float()
+    log_w = (alpha / t) * log_ratio + advantages.detach().float() / t
+    return torch.exp(log_w.clamp_max(math.log(weight_clip)))
+
+
+def dar_loss(
+    seq_log_probs: torch.Tensor,
+    advantages: torch.Tensor,
+    ref_seq_log_probs: torch.Tensor,
+    old_seq_log_probs: torch.Tensor,
+    valid: torch.Tensor,
+    alpha: float,
+    beta: float,
+    weight_clip: float,
+) -> tuple[torch.Tensor, Extras]:
+    """DAR M-step ``-mean_valid w_i log pi_theta(y_i|x_i)`` with :func:`dar_weights` (seed 000 §7)."""
+    _check_batch(
+        seq_log_probs, advantages=advantages, ref_seq_log_probs=ref_seq_log_probs,
+        old_seq_log_probs=old_seq_log_probs, valid=valid,
+    )  # fmt: skip
+    v = valid.bool()
+    w = torch.where(
+        v, dar_weights(advantages, ref_seq_log_probs, old_seq_log_probs, alpha, beta, weight_clip), 0.0
+    )
+    loss = policy_loss(seq_log_probs, w / v.sum().clamp_min(1).float())
+    extras = {
+        "loss/policy": loss.detach(),
+        "dar/weight_mean": w.sum() / v.sum().clamp_min(1),
+        "dar/weight_max": w.max(),
+        "dar/clipfrac": (w >= weight_clip * (1 - 1e-6)).float().sum() / v.sum().clamp_min(1),
+        "dar/ess": effective_sample_size(w),
+    }
+    return loss, extras
+
+
+def awr_loss(
+    seq_log_probs: torch.Tensor,
+    advantages: torch.Tensor,
+    valid: torch.Tensor,
+    beta: float,
+    weight_clip: float,
+) -> tuple[torch.Tensor, Extras]:
+    """AWR M-step ``-mean_valid min(exp(A_i / beta), w_max) log pi_theta(y_i|x_i)`` (seed 000 §7)."""
+    _check_batch(seq_log_probs, advantages=advantages, valid=valid)
+    if beta <= 0 or weight_clip <= 0:
+        raise ValueError(
+            f"AWR needs beta > 0 and weight_clip > 0, got beta={beta}, weight_clip={weight_clip}"
+        )
+    v = valid.bool()
+    log_w = (advantages.detach().float() / beta).clamp_max(math.log(weight_clip))
+    w = torch.where(v, torch.exp(log_w), 0.0)
+    loss = policy_loss(seq_log_probs, w / v.sum().clamp_min(1).float())
+    extras = {
+        "loss/policy": loss.detach(),
+        "awr/weight_mean": w.sum() / v.sum().clamp_min(1),
+        "awr/weight_max": w.max(),
+        "awr/ess": effective_sample_size(w),
+    }
+    return loss, extras
+
+
+def grpo_loss(
+    token_log_probs: torch.Tensor,
+    old_token_log_probs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip_eps: float,
+) -> tuple[torch.Tensor, Extras]:
+    r"""GRPO / PPO-seq clipped surrogate (seed 003 §4.8 eq. (14)) via :func:`agent.ppo.ppo_loss`.
+
+    The sequence advantage ``A_i`` ``[B]`` is broadcast to every completion token; the ratio is per token
+    ``pi_theta(y_t|.) / pi_old(y_t|.)``; the mean is over all completion tokens of the batch (token-level
+    normalisation). No value or entropy term.
+
+    Args: ``token_log_probs``, ``old_token_log_probs``, ``mask`` ``[B, T]``; ``advantages`` ``[B]``.
+    """
+    if token_log_probs.shape != old_token_log_probs.shape or token_log_probs.shape != mask.shape:
+        raise ValueError(
+            f"token_log_probs {tuple(token_log_probs.shape)}, old_token_log_probs "
+            f"{tuple(old_token_log_probs.shape)} and mask {tuple(mask.shape)} must match"
+        )
+    if advantages.shape != mask.shape[:1]:
+        raise ValueError(f"advantages must have shape {tuple(mask.shape[:1])}, got {tuple(advantages.shape)}")
+    adv = advantages.detach().float().unsqueeze(-1).expand_as(token_log_probs)
+    zeros = torch.zeros_like(adv)
+    loss, extras = ppo_loss(
+        token_log_probs, old_token_log_probs, adv, zeros, zeros, zeros, mask,
+        clip_coef=clip_eps, clip_value=False, vf_coef=0.0, ent_coef=0.0, entropy=zeros, norm_adv=False,
+    )  # fmt: skip
+    return loss, {k: extras[k] for k in ("loss/policy", "ppo/approx_kl", "ppo/clipfrac")}

