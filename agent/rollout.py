@@ -124,7 +124,8 @@ class Actor:
             if self.greedy:
                 action = logits.argmax(-1)
             else:
-                action = torch.distributions.Categorical(logits=logits).sample()
+                # = Categorical(logits=logits).sample() (same multinomial draw), without its validation
+                action = torch.multinomial(logits.float().softmax(-1), 1).squeeze(-1)
             obs, reward, terminated, truncated, info = self.env.step(action.cpu().numpy())
             reset_step = self.prev_done  # the env ignored this action and started a new episode
             reward_t = torch.as_tensor(reward, dtype=torch.float32, device=self.device)

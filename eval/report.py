@@ -1,175 +1,132 @@
-"""``python -m eval.report RUN_DIR... --out DIR``: learning-curve plots and tables from training logs.
+"""Evaluation outputs as files: ``scores.csv`` (one row per episode) and ``summary.md`` (tables).
 
-Every number in ``docs/results.md`` comes from here. Each run directory holds the trainer's
-``config.yaml`` and TensorBoard events; runs are grouped by (env, algorithm, core) and summarised over
-seeds: the final return is the mean of ``charts/episodic_return`` over the last ``--tail`` fraction of
-each run's points; a run *diverged* if it logged a non-finite loss or a skipped update.
+``summary.md`` states the protocol at the top, then a per-game table (mean +- std of the unclipped return,
+human-normalised score in %) and a suite table (median and mean HNS over the games with references).
+:func:`parse_markdown_tables` reads the tables back, so tests can check them against the CSV.
 """
 
 from __future__ import annotations
 
-import argparse
+import csv
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+from eval.scores import Episode, GameSummary, atari10_median_estimate, suite_hns
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-import numpy as np
-import yaml
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+CSV_FIELDS = ("game", "episode", "return", "length", "frames", "protocol", "seed")
+GAME_HEADER = ("game", "episodes", "mean return", "std", "HNS %")
+SUITE_HEADER = ("suite", "games with reference", "median HNS %", "mean HNS %")
 
-RETURN_TAG = "charts/episodic_return"
+
+def write_scores(path: str | Path, episodes: list[Episode]) -> None:
+    """Write one CSV row per episode (columns :data:`CSV_FIELDS`); returns keep full precision."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(CSV_FIELDS)
+        for ep in episodes:
+            writer.writerow([ep.game, ep.episode, repr(ep.ret), ep.length, ep.frames, ep.protocol, ep.seed])
+
+
+def read_scores(path: str | Path) -> list[Episode]:
+    """Read ``scores.csv`` back; ``ValueError`` (one line) if it is missing columns or malformed."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"'{path}' does not exist; is it an evaluation directory's scores.csv?")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in CSV_FIELDS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"'{path}' lacks column(s) {', '.join(missing)}; needs {', '.join(CSV_FIELDS)}")
+        try:
+            return [
+                Episode(r["game"], int(r["episode"]), float(r["return"]), int(r["length"]),
+                        int(r["frames"]), r["protocol"], int(r["seed"]))
+                for r in reader
+            ]  # fmt: skip
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"'{path}' line {reader.line_num}: {err}") from None
+
+
+def fmt(value: float, digits: int) -> str:
+    """Fixed-point number, or an em dash for NaN (no reference)."""
+    return "—" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def markdown_table(header: tuple[str, ...], rows: list[list[str]]) -> list[str]:
+    """GitHub markdown table lines."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
 @dataclass
-class RunLog:
-    """What the report needs from one run."""
+class SummaryInfo:
+    """What the header of ``summary.md`` states."""
 
-    path: Path
-    env: str
-    algo: str
-    core: str
-    seed: int
-    steps: np.ndarray  # env steps of the return points
-    returns: np.ndarray  # mean unclipped episodic return at those steps
-    wall_clock: float  # seconds from the first to the last logged event
-    diverged: bool
-
-    @property
-    def group(self) -> tuple[str, str, str]:
-        return (self.env, self.algo, self.core)
-
-    def final_return(self, tail: float) -> float:
-        n = max(1, math.ceil(len(self.returns) * tail))
-        return float(np.mean(self.returns[-n:]))
+    protocol: str  # e.g. "dqn: up to 30 no-op starts, ..."
+    checkpoint: str
+    policy: str  # "sample" or "greedy"
+    seeds: list[int]
+    episodes: int  # per game and seed
+    max_frames: int
+    suite: str
+    family: str
+    reference_source: str | None
 
 
-def read_run(path: Path) -> RunLog:
-    """Config and scalars of one run directory; ``ValueError`` (one line) if it is not a run."""
-    config_file = path / "config.yaml"
-    if not config_file.is_file():
-        raise ValueError(f"'{path}' is not a run directory (no config.yaml)")
-    cfg = yaml.safe_load(config_file.read_text())
-    acc = EventAccumulator(str(path), size_guidance={"scalars": 0})
-    acc.Reload()
-    tags = set(acc.Tags()["scalars"])
-    if RETURN_TAG not in tags:
-        raise ValueError(f"run '{path}' logged no {RETURN_TAG}")
-    events = acc.Scalars(RETURN_TAG)
-    losses = [e.value for e in acc.Scalars("loss/total")] if "loss/total" in tags else []
-    skipped = (
-        [e.value for e in acc.Scalars("learner/skipped_updates")] if "learner/skipped_updates" in tags else []
-    )
-    walls = [e.wall_time for tag in tags for e in acc.Scalars(tag)]
-    return RunLog(
-        path=path,
-        env=cfg["env"]["name"],
-        algo=cfg["algo"]["name"],
-        core=cfg["net"]["core"],
-        seed=int(cfg["train"]["seed"]),
-        steps=np.array([e.step for e in events], np.int64),
-        returns=np.array([e.value for e in events], np.float64),
-        wall_clock=float(max(walls) - min(walls)) if walls else 0.0,
-        diverged=bool(any(not math.isfinite(v) for v in losses) or any(v > 0 for v in skipped)),
-    )
-
-
-def summary_table(runs: list[RunLog], tail: float) -> str:
-    """Markdown: one row per (env, algo, core) with the final return over seeds."""
-    groups: dict[tuple[str, str, str], list[RunLog]] = {}
-    for run in runs:
-        groups.setdefault(run.group, []).append(run)
+def summary_markdown(info: SummaryInfo, summaries: list[GameSummary]) -> str:
+    """The text of ``summary.md``."""
     lines = [
-        f"| env | algo | core | seeds | final return (mean ± std over seeds, last {tail:.0%} of points) "
-        "| per seed | env steps | wall-clock (s, mean) | diverged |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"# Evaluation: {info.suite}",
+        "",
+        f"**Protocol: {info.protocol}**",
+        "",
+        f"- checkpoint: `{info.checkpoint}`",
+        f"- policy: {info.policy}; seeds: {', '.join(map(str, info.seeds))}; "
+        f"episodes per game and seed: {info.episodes}; episode cap: {info.max_frames} frames",
+        f"- human-normalised score (HNS) = (return - random) / (human - random), in %; "
+        f"references: {info.reference_source or 'none for this family'}",
+        "- std is the sample standard deviation over all episodes of a game (all seeds)",
+        "",
+        "## Per game",
+        "",
     ]
-    for (env, algo, core), members in sorted(groups.items()):
-        members.sort(key=lambda r: r.seed)
-        finals = np.array([r.final_return(tail) for r in members])
-        std = float(finals.std(ddof=1)) if len(finals) > 1 else 0.0
-        per_seed = ", ".join(f"s{r.seed}: {f:.3f}" for r, f in zip(members, finals))
-        steps = int(np.mean([r.steps[-1] for r in members]))
-        wall = float(np.mean([r.wall_clock for r in members]))
-        diverged = sum(r.diverged for r in members)
-        lines.append(
-            f"| {env} | {algo} | {core} | {len(members)} | {finals.mean():.3f} ± {std:.3f} | {per_seed} "
-            f"| {steps} | {wall:.0f} | {diverged}/{len(members)} |"
-        )
-    return "\n".join(lines)
-
-
-def parse_table(markdown: str) -> list[dict[str, str]]:
-    """Rows of the first markdown table in ``markdown`` as dicts (header -> cell)."""
-    rows = [line for line in markdown.splitlines() if line.startswith("|")]
-    header = [c.strip() for c in rows[0].strip("|").split("|")]
-    return [dict(zip(header, (c.strip() for c in row.strip("|").split("|")))) for row in rows[2:]]
-
-
-def plot_curves(runs: list[RunLog], path: Path, title: str) -> None:
-    """Return vs env steps: mean over seeds (line) and min-max over seeds (band), one colour per group."""
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    groups: dict[tuple[str, str, str], list[RunLog]] = {}
-    for run in runs:
-        groups.setdefault(run.group, []).append(run)
-    for (_, algo, core), members in sorted(groups.items()):
-        grid = np.linspace(0, min(r.steps[-1] for r in members), 100)
-        curves = np.stack([np.interp(grid, r.steps, r.returns) for r in members])
-        (line,) = ax.plot(grid, curves.mean(0), label=f"{algo} + {core} ({len(members)} seeds)")
-        ax.fill_between(grid, curves.min(0), curves.max(0), color=line.get_color(), alpha=0.2)
-    ax.set_xlabel("environment steps")
-    ax.set_ylabel("episodic return (unclipped)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def find_runs(paths: list[str]) -> list[Path]:
-    """Run directories named directly, or found one level below a named folder."""
-    found = []
-    for name in paths:
-        path = Path(name)
-        if (path / "config.yaml").is_file():
-            found.append(path)
-        elif path.is_dir():
-            found += sorted(p for p in path.iterdir() if (p / "config.yaml").is_file())
-        else:
-            raise ValueError(f"'{path}' does not exist")
-    return found
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m eval.report", description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", help="run directories, or folders holding run directories")
-    parser.add_argument("--out", required=True, help="folder for the PNG plots and table.md")
-    parser.add_argument(
-        "--tail", type=float, default=0.1, help="fraction of the last points for the final return"
-    )
-    args = parser.parse_args(argv)
+    rows = [[s.game, str(s.episodes), fmt(s.mean, 2), fmt(s.std, 2), fmt(100 * s.hns, 2)] for s in summaries]
+    lines += markdown_table(GAME_HEADER, rows)
+    median, mean, count = suite_hns(summaries)
+    lines += ["", "## Suite", ""]
+    suite_row = [info.suite, str(count), fmt(100 * median, 2), fmt(100 * mean, 2)]
+    lines += markdown_table(SUITE_HEADER, [suite_row])
     try:
-        runs = [read_run(p) for p in find_runs(args.runs)]
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if not runs:
-        print("error: no run directories found", file=sys.stderr)
-        return 2
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    table = summary_table(runs, args.tail)
-    (out / "table.md").write_text(table + "\n")
-    for env in sorted({r.env for r in runs}):
-        plot_curves([r for r in runs if r.env == env], out / f"curves_{env}.png", env)
-    print(table)
-    return 0
+        estimate = atari10_median_estimate({s.game: s.hns for s in summaries})
+    except ValueError:
+        estimate = None
+    if estimate is not None and info.family == "atari":
+        lines += [
+            "",
+            f"Atari-57 median HNS estimated from the Atari-10 games (Aitchison et al. 2022, ~7% error): "
+            f"{fmt(100 * estimate, 2)} %",
+        ]
+    return "\n".join(lines) + "\n"
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def parse_markdown_tables(text: str) -> list[list[dict[str, str]]]:
+    """Every markdown table in ``text`` as a list of rows ``{column: cell}``."""
+    tables: list[list[dict[str, str]]] = []
+    header: list[str] | None = None
+    for line in [*text.splitlines(), ""]:
+        if not line.startswith("|"):
+            header = None
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if header is None:
+            header = cells
+            tables.append([])
+        elif not all(set(c) <= {"-", ":"} for c in cells):
+            tables[-1].append(dict(zip(header, cells)))
+    return tables
+
+
+def parse_number(cell: str) -> float:
+    """A table cell back to a float (the em dash is NaN)."""
+    return math.nan if cell == "—" else float(cell)

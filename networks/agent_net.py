@@ -20,6 +20,7 @@ from torch import nn
 from configs.schema import NetConfig
 from networks.gtrxl import TransformerCore
 from networks.heads import PolicyHead, PopArtValueHead
+from networks.precision import autocast
 from networks.recurrent import FeedForwardCore, LSTMCore
 from networks.torso import make_torso
 
@@ -46,6 +47,9 @@ class AgentNet(nn.Module):
         self.core = make_core(cfg)
         self.policy = PolicyHead(self.core.out_dim, num_actions)
         self.popart = PopArtValueHead(self.core.out_dim, cfg.num_tasks)
+        # bf16 autocast of torso + core (networks/precision.py); the heads and all outputs stay fp32.
+        # Set by the trainer from ``train.bf16``; copied with the module (target network).
+        self.bf16 = False
 
     def initial_state(self, batch_size: int, device=None) -> State:
         """Core state for ``batch_size`` environments at the start of their first episode."""
@@ -74,7 +78,9 @@ class AgentNet(nn.Module):
         state: State,
     ) -> tuple[torch.Tensor, torch.Tensor, State]:
         """One acting step -> (logits [B, A], normalised value [B, K], new state)."""
-        h, state = self.core.step(self.embed(obs, prev_action, prev_reward, first), first, state)
+        with autocast(obs.device, self.bf16):
+            h, state = self.core.step(self.embed(obs, prev_action, prev_reward, first), first, state)
+        h = h.to(torch.promote_types(h.dtype, torch.float32))
         return self.policy(h), self.popart(h), state
 
     def unroll(
@@ -89,10 +95,13 @@ class AgentNet(nn.Module):
         -> (logits [T, B, A], normalised values [T, B, K], final state)."""
         T, B = first.shape
         flat = lambda x: rearrange(x, "t b ... -> (t b) ...")
-        x = self.embed(flat(obs), flat(prev_action), flat(prev_reward), flat(first))  # [T*B, d]
-        h, state = self.core.unroll(rearrange(x, "(t b) d -> t b d", t=T, b=B), first, state)
+        with autocast(obs.device, self.bf16):
+            x = self.embed(flat(obs), flat(prev_action), flat(prev_reward), flat(first))  # [T*B, d]
+            h, state = self.core.unroll(rearrange(x, "(t b) d -> t b d", t=T, b=B), first, state)
+        h = h.to(torch.promote_types(h.dtype, torch.float32))  # heads, PopArt, losses: >= fp32
         return self.policy(h), self.popart(h), state
 
     def refresh_cache(self, state: State) -> State:
         """Re-project cached keys/values with the current parameters (call after each learner update)."""
-        return self.core.refresh_cache(state)
+        with autocast(next(self.parameters()).device, self.bf16):  # same precision as step/unroll
+            return self.core.refresh_cache(state)

@@ -69,6 +69,21 @@ def relative_distance(T: int, M: int, device: torch.device | None = None) -> tor
     return (M + torch.arange(T, device=device))[:, None] - torch.arange(M + T, device=device)[None, :]
 
 
+def rel_shift(scores: torch.Tensor, num_keys: int) -> torch.Tensor:
+    """[..., T, M+1] scores by distance ``r`` -> [..., T, M+T] by key ``j``, with distance ``M + t - j``.
+
+    Transformer-XL's skew trick with views only (pad + reshape + slice; its backward is a pad too, no
+    scatter): reversing the distances puts distance ``M + t - j`` of row ``t`` at column ``j - t``, and
+    flattening rows of width ``M+T+1`` read back at width ``M+T`` shifts row ``t`` right by ``t``. Entries
+    outside the window (``j < t`` or ``j > M + t``) come out as 0 or a neighbour's value; they are masked.
+    """
+    *lead, T, R = scores.shape  # R = M + 1
+    width = num_keys + 1
+    padded = F.pad(scores.flip(-1), (0, width - R))  # [..., T, M+T+1], column c = distance M - c
+    flat = padded.reshape(*lead, T * width)[..., : T * num_keys]
+    return flat.reshape(*lead, T, num_keys)
+
+
 def sinusoid_positions(num: int, dim: int, device=None, dtype=None) -> torch.Tensor:
     """[num, dim] sinusoidal encodings ``R_d`` of distances ``d = 0..num-1`` (Vaswani et al. 2017, 3.5).
 
@@ -120,7 +135,7 @@ class RelativeMultiHeadAttention(nn.Module):
         Returns:
             [B, T, d]
         """
-        B, T, _ = h.shape
+        T = h.shape[1]
         M = k.shape[1] - T
         q = rearrange(self.q_proj(h), "b t (h e) -> b h t e", h=self.num_heads)
         R = sinusoid_positions(M + 1, h.shape[-1], device=h.device, dtype=self.r_proj.weight.dtype)
@@ -128,8 +143,7 @@ class RelativeMultiHeadAttention(nn.Module):
             q.dtype
         )  # W_r R [H, M+1, Dh]
         pos_scores = torch.einsum("bhte,hre->bhtr", q + self.v[:, None].to(q.dtype), pos)  # [B, H, T, M+1]
-        dist = relative_distance(T, M, h.device).clamp(0, M)  # out-of-window entries are masked below
-        pos_scores = pos_scores.gather(-1, dist.expand(B, self.num_heads, T, M + T))  # [B, H, T, M+T]
+        pos_scores = rel_shift(pos_scores, M + T)  # [B, H, T, M+T]: entry (t, j) = distance M + t - j
         scale = 1.0 / math.sqrt(self.head_dim)
         bias = (pos_scores * scale).masked_fill(~mask[:, None], float("-inf"))
         q_content = q + self.u[:, None].to(q.dtype)

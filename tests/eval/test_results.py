@@ -1,4 +1,4 @@
-"""eval.report: the table and plots come from the logs, and the numbers match them."""
+"""eval.results: the table and plots come from the logs, and the numbers match them."""
 
 import math
 
@@ -6,7 +6,8 @@ import numpy as np
 import yaml
 from torch.utils.tensorboard import SummaryWriter
 
-from eval.report import main, parse_table
+from eval.report import parse_markdown_tables
+from eval.results import main
 
 
 def fake_run(root, name, core, seed, returns, nan_loss=False):
@@ -33,7 +34,8 @@ def test_report_table_matches_the_logs(tmp_path, capsys):
     fake_run(runs, "g1", "gtrxl", 1, [0.25] * 10 + [0.9] * 10)
     fake_run(runs, "f0", "ff", 0, [0.25] * 20, nan_loss=True)
     assert main([str(runs), "--out", str(tmp_path / "out"), "--tail", "0.1"]) == 0
-    rows = {r["core"]: r for r in parse_table((tmp_path / "out" / "table.md").read_text())}
+    (table,) = parse_markdown_tables((tmp_path / "out" / "table.md").read_text())
+    rows = {r["core"]: r for r in table}
     gtrxl = rows["gtrxl"]
     assert gtrxl["seeds"] == "2" and gtrxl["per seed"] == "s0: 1.000, s1: 0.900"
     mean, std = (float(x) for x in gtrxl[next(k for k in gtrxl if k.startswith("final return"))].split(" ± "))

@@ -1,0 +1,29 @@
+"""``python -m bench``: every benchmark in one run, one table (``--quick`` for a smoke run)."""
+
+from __future__ import annotations
+
+import importlib
+import time
+
+from bench.common import Row, main
+
+BENCHES = ("collector", "memory_cache", "unroll", "mixed_precision")
+TODO = (
+    ("end_to_end", "frames/s quick-start and paper config, time split env/actor/learner/logging"),
+    ("peak_memory", "RSS (and CUDA max allocated) of one learner step at the paper config"),
+    ("llm", "samples/s of generation (KV cache) and of the M-step on the tiny model"),
+)
+
+
+def run_all(quick: bool) -> list[Row]:
+    rows: list[Row] = []
+    for name in BENCHES:
+        t0 = time.perf_counter()
+        rows += importlib.import_module(f"bench.{name}").run(quick)
+        print(f"[{name}: {time.perf_counter() - t0:.0f} s]", flush=True)
+    rows += [Row(name, what, float("nan"), "", None, "TODO: not written yet") for name, what in TODO]
+    return rows
+
+
+if __name__ == "__main__":
+    main(run_all)

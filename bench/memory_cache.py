@@ -1,0 +1,56 @@
+"""GTrXL acting with the key/value cache vs recomputing the window, at memory lengths M = 64, 256, 512.
+
+Cached: ``TransformerCore.step`` projects one new token per layer and attends over the cached keys.
+Recompute: what a core without a cache does each step: project keys/values of the whole stored memory
+(``refresh_cache``, the same projections ``unroll`` makes) and then step. Both at the paper width
+(8 layers x 256), one acting batch of 32 envs.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from bench.common import Row, check, interleaved, main, median_ratio
+from bench.unroll import PAPER, QUICK
+from configs.schema import NetConfig
+from networks.gtrxl import TransformerCore
+
+
+def run(quick: bool) -> list[Row]:
+    sizes = (16, 64, 128) if quick else (64, 256, 512)
+    base = QUICK if quick else PAPER
+    B = 8 if quick else 32
+    rows, cached_cost = [], {}
+    reps = 5 if quick else 7
+    for M in sizes:
+        torch.manual_seed(0)
+        core = TransformerCore(NetConfig(**{**base, "memory_length": M})).eval()
+        state = core.initial_state(B)
+        state["memory"] = torch.randn_like(state["memory"])
+        state["valid"][:] = True
+        state = core.refresh_cache(state)
+        x, first = torch.randn(B, core.out_dim), torch.zeros(B, dtype=torch.bool)
+
+        @torch.no_grad()
+        def cached(core=core, x=x, first=first, state=state):
+            return core.step(x, first, state)[0]
+
+        @torch.no_grad()
+        def recompute(core=core, x=x, first=first, state=state):
+            return core.step(x, first, core.refresh_cache(state))[0]
+
+        same = torch.allclose(cached(), recompute())
+        times = interleaved({"recompute": recompute, "cached": cached}, reps)
+        ratio = median_ratio(times["recompute"], times["cached"])
+        cached_cost[M] = min(times["cached"])
+        target = ">= 5x" if M == sizes[-1] else ""
+        rows.append(Row("memory_cache", f"recompute / cached step, M={M}", ratio, target,
+                        check(ratio, 5.0) if target else None, f"outputs equal: {same}"))  # fmt: skip
+    growth = cached_cost[sizes[-1]] / cached_cost[sizes[0]]
+    rows.append(Row("memory_cache", f"cached step cost M={sizes[-1]} / M={sizes[0]}", growth, "~flat (<= 2x)",
+                    growth <= 2.0, f"memory {sizes[-1] // sizes[0]}x longer"))  # fmt: skip
+    return rows
+
+
+if __name__ == "__main__":
+    main(run)

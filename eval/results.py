@@ -1,0 +1,168 @@
+"""``python -m eval.results RUN_DIR... --out DIR``: learning-curve plots and tables from training logs.
+
+Every number in ``docs/results.md`` comes from here. Each run directory holds the trainer's
+``config.yaml`` and TensorBoard events; runs are grouped by (env, algorithm, core) and summarised over
+seeds: the final return is the mean of ``charts/episodic_return`` over the last ``--tail`` fraction of
+each run's points; a run *diverged* if it logged a non-finite loss or a skipped update.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+RETURN_TAG = "charts/episodic_return"
+
+
+@dataclass
+class RunLog:
+    """What the report needs from one run."""
+
+    path: Path
+    env: str
+    algo: str
+    core: str
+    seed: int
+    steps: np.ndarray  # env steps of the return points
+    returns: np.ndarray  # mean unclipped episodic return at those steps
+    wall_clock: float  # seconds from the first to the last logged event
+    diverged: bool
+
+    @property
+    def group(self) -> tuple[str, str, str]:
+        return (self.env, self.algo, self.core)
+
+    def final_return(self, tail: float) -> float:
+        n = max(1, math.ceil(len(self.returns) * tail))
+        return float(np.mean(self.returns[-n:]))
+
+
+def read_run(path: Path) -> RunLog:
+    """Config and scalars of one run directory; ``ValueError`` (one line) if it is not a run."""
+    config_file = path / "config.yaml"
+    if not config_file.is_file():
+        raise ValueError(f"'{path}' is not a run directory (no config.yaml)")
+    cfg = yaml.safe_load(config_file.read_text())
+    acc = EventAccumulator(str(path), size_guidance={"scalars": 0})
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    if RETURN_TAG not in tags:
+        raise ValueError(f"run '{path}' logged no {RETURN_TAG}")
+    events = acc.Scalars(RETURN_TAG)
+    losses = [e.value for e in acc.Scalars("loss/total")] if "loss/total" in tags else []
+    skipped = (
+        [e.value for e in acc.Scalars("learner/skipped_updates")] if "learner/skipped_updates" in tags else []
+    )
+    walls = [e.wall_time for tag in tags for e in acc.Scalars(tag)]
+    return RunLog(
+        path=path,
+        env=cfg["env"]["name"],
+        algo=cfg["algo"]["name"],
+        core=cfg["net"]["core"],
+        seed=int(cfg["train"]["seed"]),
+        steps=np.array([e.step for e in events], np.int64),
+        returns=np.array([e.value for e in events], np.float64),
+        wall_clock=float(max(walls) - min(walls)) if walls else 0.0,
+        diverged=bool(any(not math.isfinite(v) for v in losses) or any(v > 0 for v in skipped)),
+    )
+
+
+def summary_table(runs: list[RunLog], tail: float) -> str:
+    """Markdown: one row per (env, algo, core) with the final return over seeds."""
+    groups: dict[tuple[str, str, str], list[RunLog]] = {}
+    for run in runs:
+        groups.setdefault(run.group, []).append(run)
+    lines = [
+        f"| env | algo | core | seeds | final return (mean ± std over seeds, last {tail:.0%} of points) "
+        "| per seed | env steps | wall-clock (s, mean) | diverged |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (env, algo, core), members in sorted(groups.items()):
+        members.sort(key=lambda r: r.seed)
+        finals = np.array([r.final_return(tail) for r in members])
+        std = float(finals.std(ddof=1)) if len(finals) > 1 else 0.0
+        per_seed = ", ".join(f"s{r.seed}: {f:.3f}" for r, f in zip(members, finals))
+        steps = int(np.mean([r.steps[-1] for r in members]))
+        wall = float(np.mean([r.wall_clock for r in members]))
+        diverged = sum(r.diverged for r in members)
+        lines.append(
+            f"| {env} | {algo} | {core} | {len(members)} | {finals.mean():.3f} ± {std:.3f} | {per_seed} "
+            f"| {steps} | {wall:.0f} | {diverged}/{len(members)} |"
+        )
+    return "\n".join(lines)
+
+
+def plot_curves(runs: list[RunLog], path: Path, title: str) -> None:
+    """Return vs env steps: mean over seeds (line) and min-max over seeds (band), one colour per group."""
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    groups: dict[tuple[str, str, str], list[RunLog]] = {}
+    for run in runs:
+        groups.setdefault(run.group, []).append(run)
+    for (_, algo, core), members in sorted(groups.items()):
+        grid = np.linspace(0, min(r.steps[-1] for r in members), 100)
+        curves = np.stack([np.interp(grid, r.steps, r.returns) for r in members])
+        (line,) = ax.plot(grid, curves.mean(0), label=f"{algo} + {core} ({len(members)} seeds)")
+        ax.fill_between(grid, curves.min(0), curves.max(0), color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("episodic return (unclipped)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def find_runs(paths: list[str]) -> list[Path]:
+    """Run directories named directly, or found one level below a named folder."""
+    found = []
+    for name in paths:
+        path = Path(name)
+        if (path / "config.yaml").is_file():
+            found.append(path)
+        elif path.is_dir():
+            found += sorted(p for p in path.iterdir() if (p / "config.yaml").is_file())
+        else:
+            raise ValueError(f"'{path}' does not exist")
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m eval.results", description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", help="run directories, or folders holding run directories")
+    parser.add_argument("--out", required=True, help="folder for the PNG plots and table.md")
+    parser.add_argument(
+        "--tail", type=float, default=0.1, help="fraction of the last points for the final return"
+    )
+    args = parser.parse_args(argv)
+    try:
+        runs = [read_run(p) for p in find_runs(args.runs)]
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if not runs:
+        print("error: no run directories found", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = summary_table(runs, args.tail)
+    (out / "table.md").write_text(table + "\n")
+    for env in sorted({r.env for r in runs}):
+        plot_curves([r for r in runs if r.env == env], out / f"curves_{env}.png", env)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
