@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from omegaconf import OmegaConf
 
@@ -41,11 +43,22 @@ RESUMABLE_KEYS = (
 )
 
 
-def build_config(preset: str, overrides: list[str]) -> tuple[Config, Path, dict | None]:
-    """Resolve the run's config, its directory and (when resuming) the checkpoint to continue from."""
-    cfg = load_config(preset, overrides)
+def build_config(
+    preset: str | None,
+    overrides: list[str],
+    schema: type = Config,
+    run_name: Callable[[Any], str] = default_run_name,
+    resumable: tuple[str, ...] = RESUMABLE_KEYS,
+) -> tuple[Any, Path, dict | None]:
+    """Resolve the run's config, its directory and (when resuming) the checkpoint to continue from.
+
+    A new run refuses an existing, non-empty run directory; a resumed run takes the checkpoint's config
+    and accepts only the ``resumable`` keys as overrides. ``schema``/``run_name``/``resumable`` let the
+    LLM adapter (``llm.train``) share this logic with its own config.
+    """
+    cfg = load_config(preset, overrides, schema=schema)
     if not cfg.train.resume:
-        run_dir = Path(cfg.train.run_dir) / (cfg.train.run_name or default_run_name(cfg))
+        run_dir = Path(cfg.train.run_dir) / (cfg.train.run_name or run_name(cfg))
         if run_dir.exists() and any(run_dir.iterdir()):
             raise ConfigError(
                 f"run directory '{run_dir}' already exists; pass train.resume={run_dir} to continue it "
@@ -56,14 +69,14 @@ def build_config(preset: str, overrides: list[str]) -> tuple[Config, Path, dict 
     if not run_dir.is_dir():
         raise CheckpointError(f"train.resume='{run_dir}' is not a run directory")
     _, payload = load_latest_valid(run_dir)
-    saved = config_from_dict(payload["config"], source=f"checkpoint in {run_dir}")
-    allowed, forbidden = split_overrides(overrides, RESUMABLE_KEYS)
+    saved = config_from_dict(payload["config"], source=f"checkpoint in {run_dir}", schema=schema)
+    allowed, forbidden = split_overrides(overrides, resumable)
     if forbidden:
         raise ConfigError(
-            f"cannot change {', '.join(forbidden)} when resuming; resumable keys: {', '.join(RESUMABLE_KEYS)}"
+            f"cannot change {', '.join(forbidden)} when resuming; resumable keys: {', '.join(resumable)}"
         )
-    cfg = merge_config(saved, [("command-line overrides", OmegaConf.from_dotlist(allowed))])
-    return cfg, run_dir, payload
+    layers = [("command-line overrides", OmegaConf.from_dotlist(allowed))]
+    return merge_config(saved, layers, schema=schema), run_dir, payload
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,11 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
 from agent.checkpoint import CheckpointError
-from agent.trainer import load_latest_valid
-from configs import ConfigError, config_from_dict, list_presets, load_config, merge_config, split_overrides
+from agent.train import build_config as build_run_config
+from configs import ConfigError, list_presets
 from configs.llm_schema import LLMConfig
 
 RESUMABLE_KEYS = (
@@ -44,27 +42,7 @@ def default_run_name(cfg: LLMConfig) -> str:
 
 def build_config(preset: str | None, overrides: list[str]) -> tuple[LLMConfig, Path, dict[str, Any] | None]:
     """Resolve the config, the run directory and (when resuming) the checkpoint payload."""
-    cfg = load_config(preset, overrides, schema=LLMConfig)
-    if not cfg.train.resume:
-        run_dir = Path(cfg.train.run_dir) / (cfg.train.run_name or default_run_name(cfg))
-        if run_dir.exists() and any(run_dir.iterdir()):
-            raise ConfigError(
-                f"run directory '{run_dir}' already exists; pass train.resume={run_dir} to continue it "
-                "or train.run_name=NEW to start another"
-            )
-        return cfg, run_dir, None
-    run_dir = Path(cfg.train.resume)
-    if not run_dir.is_dir():
-        raise CheckpointError(f"train.resume='{run_dir}' is not a run directory")
-    _, payload = load_latest_valid(run_dir)
-    saved = config_from_dict(payload["config"], source=f"checkpoint in {run_dir}", schema=LLMConfig)
-    allowed, forbidden = split_overrides(overrides, RESUMABLE_KEYS)
-    if forbidden:
-        raise ConfigError(
-            f"cannot change {', '.join(forbidden)} when resuming; resumable keys: {', '.join(RESUMABLE_KEYS)}"
-        )
-    layers = [("command-line overrides", OmegaConf.from_dotlist(allowed))]
-    return merge_config(saved, layers, schema=LLMConfig), run_dir, payload
+    return build_run_config(preset, overrides, LLMConfig, default_run_name, RESUMABLE_KEYS)
 
 
 def main(argv: list[str] | None = None) -> int:
