@@ -204,6 +204,8 @@ class AlgoConfig:
         check_range("algo.max_grad_norm", self.max_grad_norm, 0.0, low_inclusive=False)
         check_range("algo.value_coef", self.value_coef, 0.0)
         check_range("algo.popart_beta", self.popart_beta, 0.0, 1.0, low_inclusive=False)
+        if self.popart and self.name != "vmpo":
+            raise ConfigError(f"algo.popart=true is implemented for algo.name=vmpo only, not {self.name!r}")
 
 
 DEVICES = ("auto", "cpu", "cuda")

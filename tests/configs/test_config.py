@@ -77,3 +77,9 @@ def test_bad_yaml_files(tmp_path):
 def test_split_overrides_for_resume():
     allowed, forbidden = split_overrides(["train.total_steps=10", "algo.lr=1"], ("train.total_steps",))
     assert allowed == ["train.total_steps=10"] and forbidden == ["algo.lr"]
+
+
+def test_cross_field_check_popart_needs_vmpo():
+    with pytest.raises(ConfigError, match="algo.popart=true is implemented for algo.name=vmpo only"):
+        load_config("atari_cpu", ["algo.name=ppo"])
+    assert load_config("atari_cpu", ["algo.name=ppo", "algo.popart=false"]).algo.name == "ppo"
