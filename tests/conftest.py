@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 REPORT = Path(__file__).resolve().parents[1] / "docs" / "reliability.md"
-REPORT_COMMAND = "RELIABILITY_REPORT=1 .venv/bin/python -m pytest tests/reliability"
+REPORT_COMMAND = (
+    "RELIABILITY_REPORT=1 .venv/bin/python -m pytest tests/reliability tests/agent/test_checkpoint.py"
+)
 
 
 class ReliabilityLog:

@@ -59,12 +59,13 @@ class Exploit:
         return (os.system, ("echo pwned > pwned.txt",))
 
 
-def test_malicious_pickle_is_refused(tmp_path):
+def test_malicious_pickle_is_refused(tmp_path, reliability):
     path = tmp_path / "evil.pt"
     torch.save({"format_version": 2, "payload": Exploit()}, path, pickle_protocol=2)
     with pytest.raises(CheckpointError, match="refused"):
         load_checkpoint(path)
     assert not (tmp_path / "pwned.txt").exists() and not os.path.exists("pwned.txt")
+    reliability.record("malicious pickle payload in a checkpoint (refused, not run)", True, 0)
 
 
 def test_wrong_format_version(tmp_path):
@@ -74,17 +75,18 @@ def test_wrong_format_version(tmp_path):
         load_checkpoint(path)
 
 
-def test_tampered_content_fails_the_digest(tmp_path):
+def test_tampered_content_fails_the_digest(tmp_path, reliability):
     path = save_checkpoint(tmp_path, 1, payload(1), keep=3)
     raw = torch.load(path, weights_only=True)
     raw["weights"][0] = 123.0  # silent corruption that still unpickles
     torch.save(raw, path)
     with pytest.raises(CheckpointError, match="does not match its SHA-256 digest"):
         load_checkpoint(path)
+    reliability.record("checkpoint tensor silently altered (digest mismatch)", True, 0)
 
 
 @pytest.mark.parametrize("where", [0.3, 0.5, 0.7, 0.9])
-def test_flipped_bytes_are_detected(tmp_path, where):
+def test_flipped_bytes_are_detected(tmp_path, where, reliability):
     path = save_checkpoint(tmp_path, 1, {"weights": torch.arange(4096.0)}, keep=3)
     data = bytearray(path.read_bytes())
     index = int(len(data) * where)
@@ -92,3 +94,4 @@ def test_flipped_bytes_are_detected(tmp_path, where):
     path.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match=r"ckpt_000000001\.pt"):
         load_checkpoint(path)
+    reliability.record("checkpoint byte flipped on disk (detected)", True, 0)
