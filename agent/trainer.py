@@ -56,6 +56,22 @@ def load_latest_valid(run_dir: Path) -> tuple[Path, dict[str, Any]]:
     raise CheckpointError(f"run directory '{run_dir}' holds no loadable checkpoint{detail}")
 
 
+def wait_for_newer_event_file_name(run_dir: Path) -> None:
+    """Make the next TensorBoard file sort after the run's existing ones.
+
+    Event files are read in name order, ``events.out.tfevents.<seconds>.<host>.<pid>...``; a resumed
+    writer created in the same second as the killed run's (a fast crash/restart) would sort by pid and
+    could be read first, and then its purge of the stale steps would not apply.
+    """
+    stamps = [
+        int(p.name.split(".")[3])
+        for p in run_dir.glob("events.out.tfevents.*")
+        if p.name.split(".")[3].isdigit()
+    ]
+    while stamps and int(time.time()) <= max(stamps):
+        time.sleep(0.05)
+
+
 @dataclasses.dataclass
 class Counters:
     global_step: int = 0  # environment steps summed over envs
@@ -124,6 +140,8 @@ class Trainer:
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
         # purge_step drops events logged after the checkpoint we resume from: no gap, no duplicate step.
         purge = self.counters.global_step + 1 if checkpoint is not None else None
+        if checkpoint is not None:
+            wait_for_newer_event_file_name(run_dir)
         self.writer = SummaryWriter(str(run_dir), purge_step=purge)
         self.recent_returns: collections.deque[float] = collections.deque(maxlen=100)
         self.task_returns = [collections.deque(maxlen=20) for _ in self.env.task_names]  # per-task window

@@ -136,3 +136,20 @@ def test_every_env_family_trains(tmp_path, env):
     assert main(["--config", "quickstart", *args]) == 0
     ckpt = load_checkpoint(latest_checkpoint(tmp_path / "r"))
     assert ckpt["counters"]["num_updates"] >= 1 and ckpt["task_names"]
+
+
+def test_resumed_event_file_sorts_after_a_killed_runs_file_from_the_same_second(tmp_path):
+    """TensorBoard reads event files in name order; the resumed writer's purge must come last."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from agent.trainer import wait_for_newer_event_file_name
+
+    killed = (
+        tmp_path / f"events.out.tfevents.{int(time.time()):010d}.host.999999.0"
+    )  # larger pid, same second
+    killed.write_bytes(b"")
+    wait_for_newer_event_file_name(tmp_path)
+    writer = SummaryWriter(str(tmp_path))
+    writer.close()
+    names = sorted(p.name for p in tmp_path.glob("events.out.tfevents.*"))
+    assert names[0] == killed.name and len(names) == 2
