@@ -3,7 +3,8 @@
 Cached: ``TransformerCore.step`` projects one new token per layer and attends over the cached keys.
 Recompute: what a core without a cache does each step: project keys/values of the whole stored memory
 (``refresh_cache``, the same projections ``unroll`` makes) and then step. Both at the paper width
-(8 layers x 256), one acting batch of 32 envs.
+(8 layers x 256), one acting batch of 32 envs. Both step from a state returned by ``step`` (which the next
+step updates in place, one ring slot per layer), as the actor does.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch
 from bench.common import Row, check, interleaved, main, median_ratio
 from bench.unroll import PAPER, QUICK
 from configs.schema import NetConfig
-from networks.gtrxl import TransformerCore
+from networks.gtrxl import StepState, TransformerCore
 
 
 def run(quick: bool) -> list[Row]:
@@ -28,8 +29,9 @@ def run(quick: bool) -> list[Row]:
         state = core.initial_state(B)
         state["memory"] = torch.randn_like(state["memory"])
         state["valid"][:] = True
-        state = core.refresh_cache(state)
         x, first = torch.randn(B, core.out_dim), torch.zeros(B, dtype=torch.bool)
+        with torch.no_grad():  # an acting state as the actor holds it: returned by step, updated in place
+            state = core.step(x, first, core.refresh_cache(state))[1]
 
         @torch.no_grad()
         def cached(core=core, x=x, first=first, state=state):
@@ -39,7 +41,8 @@ def run(quick: bool) -> list[Row]:
         def recompute(core=core, x=x, first=first, state=state):
             return core.step(x, first, core.refresh_cache(state))[0]
 
-        same = torch.allclose(cached(), recompute())
+        forks = [StepState({k: v.clone() for k, v in state.items()}) for _ in range(2)]  # a step consumes one
+        same = torch.allclose(cached(state=forks[0]), recompute(state=forks[1]))
         times = interleaved({"recompute": recompute, "cached": cached}, reps)
         ratio = median_ratio(times["recompute"], times["cached"])
         cached_cost[M] = min(times["cached"])

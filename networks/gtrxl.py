@@ -9,18 +9,27 @@ References
 Attention semantics (the contract the tests check)
 - Query at absolute time ``i`` attends key ``j`` iff ``0 <= i - j <= M`` (sliding window, ``M`` =
   ``memory_length``) and ``j`` is in the same episode as ``i``. A query always sees itself.
-- The memory of a layer is its last ``M`` *inputs* (detached), oldest first. Because the memory always
-  holds exactly the last ``M`` steps, slot ``m`` of the memory is at distance ``M - m`` from the next
-  query; no position counter is needed. Slots not yet filled, or from an earlier episode, are marked
-  invisible by ``valid``.
+- The memory of a layer is its last ``M`` *inputs* (detached), kept in a ring buffer: ``pos`` is the slot
+  that holds the oldest step, which the next step overwrites, so slot ``m`` holds the step at distance
+  ``M - ((m - pos) mod M)`` from the next query (``pos = 0``: oldest first). ``step`` writes one slot per
+  layer in place (O(1) copies); ``unroll`` reads the ring in chronological order and writes its final
+  state back at ``pos + T`` (one O(M) gather per segment), so both leave the same layout. Slots not yet
+  filled, or from an earlier episode, are marked invisible by ``valid``.
 - ``step`` (one token, cached keys/values), ``unroll`` (``T`` tokens from a stored memory) and a
   full-history recompute with the window mask are the same function.
 
-Core state (batch-first so that ``{k: v[idx]}`` selects environments)::
+Core state (batch-first so that ``{k: v[idx]}`` selects environments and states concatenate on dim 0)::
 
-    memory [B, L, M, d]      layer inputs, detached
+    memory [B, L, M, d]      layer inputs, detached (ring slots)
     valid  [B, M] bool       slot is filled and in the episode of the last processed step
     k, v   [B, L, M, H, Dh]  keys/values of the memory, projected with the parameters at caching time
+    pos    [B] long          ring slot of the oldest step (absent = 0)
+
+``step`` returns a :class:`StepState` (a ``dict``) whose ``memory``/``k``/``v`` the *next* ``step`` updates
+in place, one slot per layer: a state returned by ``step`` is consumed by stepping from it (reusing it
+afterwards reads the overwritten slot). Any other state (``initial_state``, ``unroll``'s, a plain dict
+such as ``{k: v.clone()}`` or ``{k: v[idx]}``) is copied once by the first ``step`` and never modified.
+``refresh_cache`` keeps the kind of state it is given.
 """
 
 from __future__ import annotations
@@ -35,6 +44,12 @@ from torch import nn
 from configs.schema import NetConfig
 
 State = dict[str, torch.Tensor]
+
+
+class StepState(dict):
+    """A state returned by :meth:`TransformerCore.step`: the next ``step`` writes its memory in place."""
+
+
 TRANSFORMER_CORES = ("gtrxl", "trxl", "trxl_i")
 
 
@@ -119,31 +134,62 @@ class RelativeMultiHeadAttention(nn.Module):
         self.u = nn.Parameter(torch.randn(num_heads, head_dim) * 0.02)  # content bias
         self.v = nn.Parameter(torch.randn(num_heads, head_dim) * 0.02)  # position bias
         self.out_proj = nn.Linear(inner, d_model)
+        self._pos_cache: tuple[tuple, torch.Tensor] | None = None  # acting: W_r R for the last M seen
+
+    def position_table(self, M: int, d: int, q: torch.Tensor) -> torch.Tensor:
+        """``W_r R_r`` for distances ``r = 0..M`` as [H, M+1, Dh] in ``q``'s dtype.
+
+        Without autograd (acting) it is cached, keyed on the weight's storage and version counter (an
+        optimizer step or ``load_state_dict`` bumps it) and on the autocast state, so each ``step`` does
+        not redo the O(M d^2) projection.
+        """
+        w = self.r_proj.weight
+        key = None
+        if not torch.is_grad_enabled():
+            dev = q.device.type
+            ac = torch.is_autocast_enabled(dev) and torch.get_autocast_dtype(dev)
+            key = (M, d, q.device, q.dtype, ac, w.data_ptr(), w._version)
+            if self._pos_cache is not None and self._pos_cache[0] == key:
+                return self._pos_cache[1]
+        R = sinusoid_positions(M + 1, d, device=q.device, dtype=w.dtype)
+        pos = rearrange(self.r_proj(R), "r (h e) -> h r e", h=self.num_heads).to(q.dtype)
+        if key is not None:
+            self._pos_cache = (key, pos)
+        return pos
 
     def project_kv(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[B, S, d] (already layer-normed where the variant does so) -> keys, values [B, S, H, Dh]."""
         k, v = rearrange(self.kv_proj(h), "b s (two h e) -> two b s h e", two=2, h=self.num_heads)
         return k, v
 
-    def forward(self, h: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        h: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        mask: torch.Tensor,
+        key_dist: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Attend from the current tokens to ``[memory; current]``.
 
         Args:
             h: [B, T, d] current (normed) layer inputs, used for the queries.
             k, v: [B, M + T, H, Dh] keys/values of memory then current tokens.
             mask: [B, T, M + T] bool visibility (see :func:`window_episode_mask`).
+            key_dist: optional [B, M + 1] long distance of each key from the query, for ``T = 1`` with
+                the memory in ring order (``step``); ``None``: memory in chronological order.
         Returns:
             [B, T, d]
         """
         T = h.shape[1]
         M = k.shape[1] - T
         q = rearrange(self.q_proj(h), "b t (h e) -> b h t e", h=self.num_heads)
-        R = sinusoid_positions(M + 1, h.shape[-1], device=h.device, dtype=self.r_proj.weight.dtype)
-        pos = rearrange(self.r_proj(R), "r (h e) -> h r e", h=self.num_heads).to(
-            q.dtype
-        )  # W_r R [H, M+1, Dh]
+        pos = self.position_table(M, h.shape[-1], q)  # W_r R [H, M+1, Dh]
         pos_scores = torch.einsum("bhte,hre->bhtr", q + self.v[:, None].to(q.dtype), pos)  # [B, H, T, M+1]
-        pos_scores = rel_shift(pos_scores, M + T)  # [B, H, T, M+T]: entry (t, j) = distance M + t - j
+        if key_dist is None:
+            pos_scores = rel_shift(pos_scores, M + T)  # [B, H, T, M+T]: entry (t, j) = distance M + t - j
+        else:  # [B, H, 1, M+1]: entry (0, j) = distance key_dist[b, j]
+            pos_scores = pos_scores.gather(-1, key_dist[:, None, None, :].expand_as(pos_scores))
         scale = 1.0 / math.sqrt(self.head_dim)
         bias = (pos_scores * scale).masked_fill(~mask[:, None], float("-inf"))
         q_content = q + self.u[:, None].to(q.dtype)
@@ -257,12 +303,20 @@ class TransformerXLLayer(nn.Module):
         return self.attn.project_kv(self.attn_input(x))
 
     def forward(
-        self, x: torch.Tensor, mem_k: torch.Tensor, mem_v: torch.Tensor, mask: torch.Tensor
+        self,
+        x: torch.Tensor,
+        mem_k: torch.Tensor,
+        mem_v: torch.Tensor,
+        mask: torch.Tensor,
+        key_dist: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x [B, T, d], mem_k/mem_v [B, M, H, Dh], mask [B, T, M+T] -> (x2 [B, T, d], k, v [B, T, H, Dh])."""
+        """x [B, T, d], mem_k/mem_v [B, M, H, Dh], mask [B, T, M+T] -> (x2 [B, T, d], k, v [B, T, H, Dh]).
+
+        ``key_dist`` (``T = 1``, memory in ring order): see :meth:`RelativeMultiHeadAttention.forward`.
+        """
         h = self.attn_input(x)
         k, v = self.attn.project_kv(h)
-        y = self.act(self.attn(h, torch.cat([mem_k, k], dim=1), torch.cat([mem_v, v], dim=1), mask))
+        y = self.act(self.attn(h, torch.cat([mem_k, k], dim=1), torch.cat([mem_v, v], dim=1), mask, key_dist))
         x1 = self.gate1(x, y)
         if not self.pre_norm:
             x1 = self.norm1(x1)
@@ -280,6 +334,42 @@ class TransformerXLLayer(nn.Module):
 def _last(x: torch.Tensor, n: int) -> torch.Tensor:
     """Last ``n`` entries along dim 1 (``x[:, -0:]`` would keep everything)."""
     return x[:, x.shape[1] - n :]
+
+
+def _ring_pos(state: State) -> torch.Tensor:
+    """[B] long ring slot of the oldest step (states without ``pos`` are in chronological order)."""
+    pos = state.get("pos")
+    if pos is None:
+        return torch.zeros(state["valid"].shape[0], dtype=torch.long, device=state["valid"].device)
+    return pos
+
+
+def _ring_index(M: int, offset: torch.Tensor) -> torch.Tensor:
+    """[B, M]: ``(offset + i) mod M`` for ``i = 0..M-1``."""
+    return (offset[:, None] + torch.arange(M, device=offset.device)[None, :]) % M
+
+
+def _gather_slots(x: torch.Tensor, dim: int, index: torch.Tensor) -> torch.Tensor:
+    """``x`` [B, ..., M (at dim), ...] reindexed along ``dim`` by ``index`` [B, M] (per row)."""
+    shape = [index.shape[0]] + [1] * (x.dim() - 1)
+    shape[dim] = index.shape[1]
+    return torch.take_along_dim(x, index.view(shape), dim=dim)
+
+
+def _ring_to_chrono(x: torch.Tensor, dim: int, pos: torch.Tensor) -> torch.Tensor:
+    """Ring slots -> oldest first: chronological ``c`` is slot ``(pos + c) mod M``. Identity when pos == 0."""
+    M = x.shape[dim]
+    if M == 0 or not bool(pos.any()):
+        return x
+    return _gather_slots(x, dim, _ring_index(M, pos))
+
+
+def _chrono_to_ring(x: torch.Tensor, dim: int, pos: torch.Tensor) -> torch.Tensor:
+    """Oldest first -> ring slots, oldest at ``pos``: slot ``m`` holds chronological ``(m - pos) mod M``."""
+    M = x.shape[dim]
+    if M == 0 or not bool(pos.any()):
+        return x
+    return _gather_slots(x, dim, _ring_index(M, -pos))
 
 
 class TransformerCore(nn.Module):
@@ -310,36 +400,61 @@ class TransformerCore(nn.Module):
             "valid": torch.zeros(B, M, dtype=torch.bool, device=device),
             "k": torch.zeros(kv_shape, device=device, dtype=p.dtype),
             "v": torch.zeros(kv_shape, device=device, dtype=p.dtype),
+            "pos": torch.zeros(B, dtype=torch.long, device=device),
         }
 
     def step(self, x: torch.Tensor, first: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        """One acting step with the key/value cache: O(1) projections, O(M) attention.
+        """One acting step with the key/value cache: O(1) projections and copies, O(M) attention.
 
+        The new token's memory/key/value overwrite the oldest ring slot of each layer in place (after that
+        layer's attention, which still sees it). A :class:`StepState` is consumed (the returned state
+        shares its ``memory``/``k``/``v``); any other state is copied first (once per chain of steps).
         x [B, d], first [B] bool -> (y [B, d], new_state).
         """
-        mask = window_episode_mask(state["valid"], first[:, None])  # [B, 1, M + 1]
+        M, B = self.memory_length, x.shape[0]
+        pos = _ring_pos(state)
+        memory, ks, vs = state["memory"], state["k"], state["v"]
+        if not isinstance(state, StepState):
+            memory, ks, vs = memory.detach().clone(), ks.detach().clone(), vs.detach().clone()
+        slots = torch.arange(M, device=x.device)
+        # slot m holds chronological index c = (m - pos) mod M, at distance M - c from this query
+        key_dist = torch.cat([M - (slots[None, :] - pos[:, None]) % M, slots.new_zeros(B, 1)], dim=1)
+        mask = torch.cat([state["valid"] & ~first[:, None], first.new_ones(B, 1)], dim=1)[:, None]
         h = x[:, None]  # [B, 1, d]
-        mems, ks, vs = [], [], []
+        rows = torch.arange(B, device=x.device)
         for i, layer in enumerate(self.layers):
-            mem_k, mem_v = state["k"][:, i], state["v"][:, i]
-            out, k, v = layer(h, mem_k, mem_v, mask)
-            mems.append(torch.cat([state["memory"][:, i], h.to(state["memory"].dtype)], dim=1))
-            ks.append(torch.cat([mem_k, k.to(mem_k.dtype)], dim=1))
-            vs.append(torch.cat([mem_v, v.to(mem_v.dtype)], dim=1))
+            out, k, v = layer(h, ks[:, i], vs[:, i], mask, key_dist)
+            if M:  # O(1) per layer: the oldest slot takes the current token
+                memory[rows, i, pos] = h[:, 0].detach().to(memory.dtype)
+                ks[rows, i, pos] = k[:, 0].detach().to(ks.dtype)
+                vs[rows, i, pos] = v[:, 0].detach().to(vs.dtype)
             h = out
-        return h[:, 0], self._shift_in(state, mask[:, -1], mems, ks, vs)
+        oldest = slots[None, :] == pos[:, None]  # now holds the current step
+        new_state = StepState(
+            memory=memory,
+            valid=(state["valid"] & ~first[:, None]) | oldest,
+            k=ks,
+            v=vs,
+            pos=(pos + 1) % M if M else pos,
+        )
+        return h[:, 0], new_state
 
     def unroll(self, x: torch.Tensor, first: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """Differentiable forward over a segment from its stored memory (learner).
 
         The memory's keys/values are re-projected from ``state["memory"]`` with the current parameters
         (the cached ``k``/``v`` are not read). x [T, B, d], first [T, B] -> (y [T, B, d], final_state).
+        The ring is read in chronological order and the final state is written back in ring order at
+        ``pos + T``, the layout ``step`` would have left.
         """
+        T = x.shape[0]
+        pos = _ring_pos(state)
+        memory, valid = _ring_to_chrono(state["memory"], 2, pos), _ring_to_chrono(state["valid"], 1, pos)
         h = rearrange(x, "t b d -> b t d")
-        mask = window_episode_mask(state["valid"], rearrange(first, "t b -> b t"))  # [B, T, M + T]
+        mask = window_episode_mask(valid, rearrange(first, "t b -> b t"))  # [B, T, M + T]
         mems, ks, vs = [], [], []
         for i, layer in enumerate(self.layers):
-            mem = state["memory"][:, i].to(h.dtype)
+            mem = memory[:, i].to(h.dtype)
             mem_k, mem_v = layer.project_kv(mem)
             out, k, v = layer(h, mem_k, mem_v, mask)
             mems.append(torch.cat([mem, h], dim=1))
@@ -347,12 +462,20 @@ class TransformerCore(nn.Module):
             vs.append(torch.cat([mem_v, v], dim=1))
             h = out
         final = self._shift_in(state, mask[:, -1], mems, ks, vs)
+        new_pos = (pos + T) % self.memory_length if self.memory_length else pos
+        final = {
+            "memory": _chrono_to_ring(final["memory"], 2, new_pos),
+            "valid": _chrono_to_ring(final["valid"], 1, new_pos),
+            "k": _chrono_to_ring(final["k"], 2, new_pos),
+            "v": _chrono_to_ring(final["v"], 2, new_pos),
+            "pos": new_pos,
+        }
         return rearrange(h, "b t d -> t b d"), final
 
     def _shift_in(self, state: State, last_row: torch.Tensor, mems: list, ks: list, vs: list) -> State:
         """New state = the last M slots of ``[memory; current]`` per layer (lists over layers of
-        [B, M + T, ...]); ``last_row`` [B, M + T] is the mask row of the last query, i.e. which of those
-        keys belong to the episode of the last step."""
+        [B, M + T, ...]), oldest first; ``last_row`` [B, M + T] is the mask row of the last query, i.e.
+        which of those keys belong to the episode of the last step."""
         M = self.memory_length
 
         def keep(parts: list[torch.Tensor], old: torch.Tensor) -> torch.Tensor:
@@ -367,10 +490,12 @@ class TransformerCore(nn.Module):
 
     @torch.no_grad()
     def refresh_cache(self, state: State) -> State:
-        """Re-project the cached keys/values from the stored memory with the current parameters."""
+        """Re-project the cached keys/values from the stored memory with the current parameters (stored in
+        the state's dtype, fp32 under bf16 autocast too)."""
         ks, vs = [], []
         for i, layer in enumerate(self.layers):
             k, v = layer.project_kv(state["memory"][:, i])
             ks.append(k)
             vs.append(v)
-        return {**state, "k": torch.stack(ks, dim=1), "v": torch.stack(vs, dim=1)}
+        k, v = torch.stack(ks, dim=1).to(state["k"].dtype), torch.stack(vs, dim=1).to(state["v"].dtype)
+        return type(state)({**state, "k": k, "v": v})

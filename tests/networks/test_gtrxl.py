@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from configs.schema import NetConfig
-from networks.gtrxl import GRUGate, SigmoidOutputGate, TransformerCore, window_episode_mask
+from networks.gtrxl import GRUGate, SigmoidOutputGate, StepState, TransformerCore, window_episode_mask
 
 VARIANTS = [("gtrxl", "gru"), ("gtrxl", "sigmoid_output"), ("trxl", "gru"), ("trxl_i", "gru")]
 
@@ -262,3 +262,90 @@ def test_refresh_cache_after_parameter_change() -> None:
         fresh, _ = core.step(x[8], first[8], core.refresh_cache(state))
     assert (stale - learner[0]).abs().max() > 1e-4
     torch.testing.assert_close(fresh, learner[0], atol=1e-10, rtol=0)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Ring-buffer memory: step writes one slot per layer in place; unroll reads/writes the same ring layout.
+
+
+def test_ring_pointer_states_mix_step_and_unroll_and_concatenate() -> None:
+    """M=4 over 11 steps (pointer wraps, ends at pos 3); envs at different ring positions are concatenated."""
+    core = make_core("gtrxl", "gru", memory_length=4)
+    x, first = history(N=11)
+    N, B = first.shape
+    with torch.no_grad():
+        ref, _ = ref_forward(core, "gtrxl", x, first)
+        stepped, state = [], core.initial_state(B)
+        for t in range(N):
+            y, state = core.step(x[t], first[t], state)
+            stepped.append(y)
+        _, unrolled = core.unroll(x, first, core.initial_state(B))
+        # env 0 from a state 2 steps later than envs 1, 2 (different ring pointers), joined along dim 0
+        s9 = core.initial_state(B)
+        for t in range(9):
+            _, s9 = core.step(x[t], first[t], s9)
+        s9 = {k: v.clone() for k, v in s9.items()}
+        _, s7 = core.unroll(x[:7], first[:7], core.initial_state(B))
+        mixed = {k: torch.cat([s9[k][:1], s7[k][1:]]) for k in s9}
+        assert mixed["pos"].tolist() == [1, 3, 3]
+        y0, _ = core.unroll(x[9:, :1], first[9:, :1], {k: v[:1] for k, v in mixed.items()})
+        y12 = []
+        rest = {k: v[1:] for k, v in mixed.items()}
+        for t in range(7, N):
+            y, rest = core.step(x[t, 1:], first[t, 1:], rest)
+            y12.append(y)
+    torch.testing.assert_close(torch.stack(stepped), ref, atol=1e-5, rtol=0)
+    assert state["pos"].tolist() == [N % 4] * B
+    for key in ("memory", "valid", "k", "v", "pos"):  # step and unroll leave the same ring layout
+        torch.testing.assert_close(state[key], unrolled[key], atol=1e-5, rtol=0)
+    torch.testing.assert_close(y0, ref[9:, :1], atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.stack(y12), ref[7:, 1:], atol=1e-5, rtol=0)
+
+
+def test_step_copies_a_plain_state_once_then_writes_in_place() -> None:
+    core = make_core("gtrxl", "gru", memory_length=5)
+    x, first = history()
+    with torch.no_grad():
+        _, plain = core.unroll(x[:4], first[:4], core.initial_state(3))
+        before = {k: v.clone() for k, v in plain.items()}
+        _, s1 = core.step(x[4], first[4], plain)
+        for k in before:  # a plain state (unroll's, initial_state, {k: v[idx]}) is never modified
+            assert torch.equal(plain[k], before[k]), k
+        assert isinstance(s1, StepState) and s1["memory"].data_ptr() != plain["memory"].data_ptr()
+        ptrs = {k: s1[k].data_ptr() for k in ("memory", "k", "v")}
+        _, s2 = core.step(x[5], first[5], s1)
+        _, s2 = core.step(x[6], first[6], core.refresh_cache(s2))
+        assert isinstance(s2, StepState)
+        assert s2["memory"].data_ptr() == ptrs["memory"]  # the ring is updated in place, no O(M) copy
+        _, s3 = core.step(x[7], first[7], s2)
+        assert s3["k"].data_ptr() == s2["k"].data_ptr()
+
+
+def test_position_table_cache_follows_parameter_updates() -> None:
+    core = make_core("gtrxl", "gru", memory_length=4)
+    x, first = history()
+    with torch.no_grad():
+        state = core.initial_state(3)
+        for t in range(6):
+            _, state = core.step(x[t], first[t], state)
+        for layer in core.layers:
+            layer.attn.r_proj.weight.mul_(1.5)  # in-place update: the cached W_r R must be recomputed
+        keep = {k: v.clone() for k, v in state.items()}
+        y_step, _ = core.step(x[6], first[6], state)
+        y_unroll, _ = core.unroll(x[6:7], first[6:7], keep)
+    torch.testing.assert_close(y_step, y_unroll[0], atol=1e-10, rtol=0)
+
+
+def test_bf16_step_keeps_fp32_ring_storage() -> None:
+    torch.manual_seed(0)
+    core = TransformerCore(tiny_cfg(memory_length=4))
+    x, first = history()
+    state = core.initial_state(3)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        state = core.refresh_cache(state)
+        for t in range(6):
+            _, state = core.step(x[t].float(), first[t], state)
+        _, unrolled = core.unroll(x[:6].float(), first[:6], core.initial_state(3))
+    for key in ("memory", "k", "v"):
+        assert state[key].dtype == unrolled[key].dtype == torch.float32, key
+        torch.testing.assert_close(state[key], unrolled[key], atol=0.1, rtol=0.1)
