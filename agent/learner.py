@@ -97,7 +97,9 @@ class VMPOLearner(Learner):
       L = L_V + L_pi + L_eta + L_alpha                              (section 5, total objective)
     pi_old is the target network, refreshed every ``target_update_period`` updates. With PopArt the
     value head predicts per-task normalised values; targets and advantages are normalised by the task's
-    statistics, which are updated after the gradient step with outputs preserved.
+    statistics, which are updated after the gradient step with outputs preserved. In multi-task runs the
+    E-step top-k and the eta dual run over the whole batch of all tasks, as in the paper (the
+    PopArt-normalised advantages make tasks comparable); there is no per-task E-step option.
     """
 
     def __init__(self, net: nn.Module, cfg: AlgoConfig) -> None:
