@@ -72,8 +72,10 @@ def _one_line(err: OmegaConfBaseException, source: str, schema: type) -> ConfigE
         return ConfigError(
             f"unknown config key '{key}' in {source}{hint}; accepted keys in {where}: {', '.join(accepted)}"
         )
+    first = str(err).splitlines()[0]
+    if key == "?":  # a whole section replaced by a value (e.g. `env: 3` in a YAML file)
+        return ConfigError(f"invalid config in {source}: {first} (a section needs a mapping of its keys)")
     if isinstance(err, ValidationError):
-        first = str(err).splitlines()[0]
         return ConfigError(f"config key '{key}' in {source}: {first}")
     return ConfigError(f"config error at '{key}' in {source}: {str(err).splitlines()[0]}")
 
@@ -86,6 +88,29 @@ def _parse_overrides(overrides: list[str]) -> DictConfig:
         return OmegaConf.from_dotlist(list(overrides))
     except OmegaConfBaseException as err:
         raise ConfigError(f"cannot parse overrides {overrides}: {str(err).splitlines()[0]}") from None
+
+
+def _check_override_paths(overrides: list[str], schema: type) -> None:
+    """A key must name a field, not a whole section, and must not go below a field (one-line errors)."""
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        node: Any = schema()
+        parts = key.split(".")
+        for depth, part in enumerate(parts):
+            if not dataclasses.is_dataclass(node):
+                parent = ".".join(parts[:depth])
+                raise ConfigError(
+                    f"config key '{key}' goes below '{parent}', which is a value, not a section"
+                )
+            if part not in {f.name for f in dataclasses.fields(node)}:
+                break  # unknown key: omegaconf's merge reports it with the accepted keys
+            node = getattr(node, part)
+        else:
+            if dataclasses.is_dataclass(node):
+                fields = ", ".join(_accepted_keys(node))
+                raise ConfigError(
+                    f"config key '{key}' is a section; set one of its keys ({fields}) as {key}.KEY=VALUE"
+                )
 
 
 def _read_yaml(path: Path) -> DictConfig:
@@ -128,7 +153,9 @@ def load_config(
         path = preset_path(preset)
         layers.append((str(path), _read_yaml(path)))
     if overrides:
-        layers.append(("command-line overrides", _parse_overrides(overrides)))
+        parsed = _parse_overrides(overrides)
+        _check_override_paths(overrides, schema)
+        layers.append(("command-line overrides", parsed))
     return merge_config(None, layers, schema)
 
 

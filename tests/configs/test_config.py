@@ -43,6 +43,8 @@ def test_preset_values_and_override_types():
         ("env.num_envs=0", ["env.num_envs", "[1, inf]"]),
         ("train.device=tpu", ["train.device", "auto, cpu, cuda"]),
         ("lr", ["'lr'", "key=value"]),
+        ("net=0", ["'net' is a section", "d_model"]),
+        ("env.name.x=1", ["'env.name.x' goes below 'env.name'"]),
     ],
 )
 def test_bad_overrides_give_one_line_errors(override, expected):
