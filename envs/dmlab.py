@@ -20,9 +20,9 @@ pipes and reads their frames from one shared-memory buffer, so :class:`DMLabVecE
   ``dmlab30_test`` (the 30 evaluation levels). With several levels, worker ``i`` runs level ``i mod L``
   (round robin, so ``num_envs`` a multiple of 30 trains every level equally) and ``task_names`` lists them.
 
-Settings beyond :class:`configs.schema.EnvConfig`'s current fields are read with defaults (see
-:class:`DMLabSettings`): ``dmlab_width``, ``dmlab_height``, ``action_repeat``, ``dmlab_renderer``,
-``instructions``, ``instr_length``, ``instr_vocab``, ``dmlab_dataset_path``.
+DMLab settings are ``EnvConfig`` fields (:class:`DMLabSettings`): ``dmlab_width``, ``dmlab_height``,
+``action_repeat``, ``dmlab_renderer``, ``instructions``, ``instr_length``, ``instr_vocab``,
+``dmlab_dataset_path``.
 """
 
 from __future__ import annotations
@@ -107,32 +107,32 @@ class DMLabWorkerError(RuntimeError):
 # --------------------------------------------------------------------------------------- settings
 @dataclass(frozen=True)
 class DMLabSettings:
-    """The DMLab-specific settings, read from an ``EnvConfig`` (missing fields take these defaults)."""
+    """The DMLab-specific settings of an ``EnvConfig`` (defaults and docs: ``configs/schema.py``).
 
-    width: int = 96
-    height: int = 72
-    action_repeat: int = 4
-    renderer: str = "software"  # software: OSMesa, headless; hardware: EGL, needs a GPU
-    instructions: str = "ignore"  # ignore | tokens
-    instr_length: int = 16  # tokens kept per instruction (longer ones are cut)
-    instr_vocab: int = 1000  # hash buckets of the word ids, 0 reserved for padding
-    dataset_path: str = ""  # DMLab's datasetPath (the psychlab levels' image dataset), "" = unset
+    ``EnvConfig`` validates them already; the checks below also cover configs changed after construction.
+    """
+
+    width: int
+    height: int
+    action_repeat: int
+    renderer: str  # software: OSMesa, headless; hardware: EGL, needs a GPU
+    instructions: str  # ignore | tokens
+    instr_length: int  # tokens kept per instruction (longer ones are cut)
+    instr_vocab: int  # hash buckets of the word ids, 0 reserved for padding
+    dataset_path: str  # DMLab's datasetPath (the psychlab levels' image dataset), "" = unset
 
     @classmethod
     def from_config(cls, cfg: EnvConfig) -> DMLabSettings:
-        """Read ``dmlab_width``, ``dmlab_height``, ``action_repeat``, ``dmlab_renderer``, ``instructions``,
-        ``instr_length``, ``instr_vocab`` and ``dmlab_dataset_path`` from ``cfg`` where present."""
-        keys = {
-            "width": "dmlab_width",
-            "height": "dmlab_height",
-            "action_repeat": "action_repeat",
-            "renderer": "dmlab_renderer",
-            "instructions": "instructions",
-            "instr_length": "instr_length",
-            "instr_vocab": "instr_vocab",
-            "dataset_path": "dmlab_dataset_path",
-        }
-        return cls(**{field: getattr(cfg, key, getattr(cls, field)) for field, key in keys.items()})
+        return cls(
+            width=cfg.dmlab_width,
+            height=cfg.dmlab_height,
+            action_repeat=cfg.action_repeat,
+            renderer=cfg.dmlab_renderer,
+            instructions=cfg.instructions,
+            instr_length=cfg.instr_length,
+            instr_vocab=cfg.instr_vocab,
+            dataset_path=cfg.dmlab_dataset_path,
+        )
 
     def __post_init__(self) -> None:
         for key, value, low in (

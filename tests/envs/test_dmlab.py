@@ -29,7 +29,7 @@ def fake_lab(monkeypatch):
 
 @pytest.fixture
 def dmlab_env(make_env):
-    """``make_env`` for family dmlab; extra DMLab settings are set as attributes (read with defaults)."""
+    """``make_env`` for family dmlab; extra DMLab settings are set as ``EnvConfig`` attributes."""
 
     def factory(name: str = "rooms_watermaze", num_envs: int = 1, **settings: object) -> VecEnv:
         if not settings:
