@@ -131,8 +131,9 @@ class Trainer:
             self.cfg = cfg
         self.net = AgentNet(cfg.net, tuple(self.env.observation_shape), self.env.num_actions).to(self.device)
         self.net.bf16 = resolve_bf16(cfg.train.bf16, self.device)  # before the learner copies the net
-        self.learner: Learner = make_learner(self.net, cfg.algo).to(self.device)
-        self.learner.build_optimizer()
+        self.learner: Learner = make_learner(self.net, cfg.algo).to(
+            self.device
+        )  # .to keeps the optimiser's params
         if checkpoint is not None:
             self._restore(checkpoint)
         self.actor = Actor(self.env, self.net, self.device)
