@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from agent.distributed import LOCAL, BatchAxis, wrap
 from agent.duals import LagrangeMultiplier
 from agent.masked import masked_mean
 from agent.ppo import ppo_loss
@@ -39,12 +40,18 @@ def action_log_probs(logits: torch.Tensor, actions: torch.Tensor) -> tuple[torch
 
 
 class Learner(nn.Module):
-    """Shared machinery: Adam, gradient clipping, non-finite guard, counters, checkpoint state."""
+    """Shared machinery: Adam, gradient clipping, non-finite guard, counters, checkpoint state.
+
+    ``forward(*batch)`` is the algorithm's loss (``_loss``): this rank's share of the global loss, see
+    ``agent.distributed``. After :meth:`distribute` it runs under DistributedDataParallel, so that the
+    backward pass all-reduces the gradients of the network and of the duals.
+    """
 
     def __init__(self, net: nn.Module, cfg: AlgoConfig) -> None:
         super().__init__()
         self.net = net
         self.cfg = cfg
+        self.axis: BatchAxis = LOCAL
         self.num_updates = 0
         self.num_skipped = 0  # gradient steps skipped because the loss or the gradients were not finite
         self.consecutive_skipped = 0  # skips since the last good step (the trainer stops past a limit)
@@ -55,13 +62,34 @@ class Learner(nn.Module):
     def build_optimizer(self) -> None:
         self.optimizer = torch.optim.Adam(self._param_groups(), lr=self.cfg.lr, eps=self.cfg.adam_eps)
 
+    def distribute(self, axis: BatchAxis) -> None:
+        """Train as one of ``axis.world`` data-parallel replicas (rank 0's parameters are broadcast now)."""
+        self.axis = axis
+        if axis.distributed:
+            self.__dict__["_ddp"] = wrap(self, axis)  # not a submodule: the wrapper holds this module
+
+    def forward(self, *batch: object) -> tuple:
+        return self._loss(*batch)
+
+    def _loss(self, *batch: object) -> tuple:
+        raise NotImplementedError
+
+    def _compute_loss(self, *batch: object) -> tuple:
+        """``_loss`` through DDP when distributed (its backward all-reduces the gradients)."""
+        return self.__dict__.get("_ddp", self)(*batch)
+
     def _optimizer_step(self, loss: torch.Tensor) -> Metrics:
-        """Backward + clip + step; a non-finite loss or gradient skips the step (logged, counted)."""
+        """Backward + clip + step; a non-finite loss or gradient skips the step (logged, counted).
+
+        ``loss`` is this rank's share; DDP averages gradients over ranks, hence ``world * share``. The
+        skip decision uses the global loss and the all-reduced gradient norm, the same on every rank.
+        """
         self.optimizer.zero_grad(set_to_none=True)
-        grad_norm = torch.tensor(math.nan)
-        if torch.isfinite(loss):
-            loss.backward()
-            grad_norm = nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.max_grad_norm)
+        global_loss = self.axis.sum(loss)
+        (loss * self.axis.world).backward()  # always: a rank that skipped would stall the all-reduce
+        grad_norm = nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.max_grad_norm)
+        if not torch.isfinite(global_loss):
+            grad_norm = torch.tensor(math.nan)
         if torch.isfinite(grad_norm):
             self.optimizer.step()
             self.consecutive_skipped = 0
@@ -128,18 +156,21 @@ class VMPOLearner(Learner):
         )  # G_t [T, B], unnormalised
         target = popart.normalize(returns, traj.task_id[:T]) if popart is not None else returns
         advantages = (target - v_norm[:T]).detach()  # A = G - V (normalised with PopArt)
-        value_loss = cfg.value_coef * masked_mean((target - v_norm[:T]) ** 2, traj.mask)  # 0.5 (G - V)^2
+        axis = self.axis
+        # 0.5 (G - V)^2, this rank's share of the mean over the global batch
+        value_loss = cfg.value_coef * axis.mean_share((target - v_norm[:T]) ** 2, traj.mask)
         v_cfg = cfg.vmpo
         policy_loss, extras = vmpo_loss(
             logits[:T], target_logits, traj.action, advantages, traj.mask,
             self.eta.value(), self.alpha.value(), v_cfg.topk_fraction, v_cfg.eps_eta, v_cfg.eps_alpha,
+            axis,
         )  # fmt: skip
         loss = value_loss + policy_loss
         metrics = {k: float(x) for k, x in extras.items()}
         metrics.update({
-            "loss/value": float(value_loss.detach()), "loss/total": float(loss.detach()),
-            "value/mean": float(masked_mean(v[:T].detach(), traj.mask)),
-            "value/return_mean": float(masked_mean(returns, traj.mask)),
+            "loss/value": float(axis.sum(value_loss)), "loss/total": float(axis.sum(loss)),
+            "value/mean": float(axis.sum(axis.mean_share(v[:T].detach(), traj.mask))),
+            "value/return_mean": float(axis.sum(axis.mean_share(returns, traj.mask))),
         })  # fmt: skip
         return loss, metrics, returns
 
@@ -148,14 +179,15 @@ class VMPOLearner(Learner):
         with torch.no_grad():
             target_logits = self.target_net.unroll(*traj.inputs())[0][:T]  # pi_old [T, B, A]
         for _ in range(cfg.vmpo.update_epochs):
-            loss, metrics, returns = self._loss(traj, target_logits)
+            loss, metrics, returns = self._compute_loss(traj, target_logits)
             metrics.update(self._optimizer_step(loss))
             self.eta.project_()
             self.alpha.project_()
         popart = self.net.popart if cfg.popart else None
-        if popart is not None and traj.mask.any():
-            valid = traj.mask.bool()
-            popart.update_stats(returns[valid], traj.task_id[:T][valid], cfg.popart_beta)
+        valid = self.axis.gather(traj.mask.bool())  # PopArt moments of the global batch, on every rank
+        if popart is not None and valid.any():
+            returns, task_id = self.axis.gather(returns), self.axis.gather(traj.task_id[:T])
+            popart.update_stats(returns[valid], task_id[valid], cfg.popart_beta)
             for k in range(popart.mu.shape[0]):
                 metrics[f"popart/mu_{k}"] = float(popart.mu[k])
                 metrics[f"popart/sigma_{k}"] = float(popart.sigma[k])
@@ -171,7 +203,9 @@ class PPOLearner(Learner):
 
     Old log-probabilities and values come from a no-grad unroll of the acting parameters at the start of
     the update (identical to the actor's, since the actor's cache is refreshed after every update).
-    Minibatches split the envs, not time, so every minibatch keeps whole memory segments.
+    Minibatches split the envs, not time, so every minibatch keeps whole memory segments. Data parallel:
+    each rank draws its own minibatches of its own envs and DDP averages the gradients (as CleanRL's
+    multi-GPU PPO); advantages are normalised per rank's minibatch.
     """
 
     def __init__(self, net: nn.Module, cfg: AlgoConfig) -> None:
@@ -192,21 +226,34 @@ class PPOLearner(Learner):
         metrics: Metrics = {}
         for _ in range(p.update_epochs):
             for index in torch.randperm(num_envs, device=traj.action.device).chunk(minibatches):
-                mb = traj.select(index)
-                logits, values, _ = self.net.unroll(*mb.inputs())
-                log_probs, entropy = action_log_probs(logits[:T], mb.action)
-                loss, extras = ppo_loss(
-                    log_probs, old_log_probs[:, index], advantages[:, index],
-                    task_values(values.float(), mb.task_id)[:T], old_v[:T, index], returns[:, index],
-                    mb.mask, p.clip_coef, p.clip_value, p.vf_coef, p.ent_coef, entropy, p.norm_adv,
-                )  # fmt: skip
+                loss, extras = self._compute_loss(
+                    traj.select(index),
+                    old_log_probs[:, index],
+                    advantages[:, index],
+                    old_v[:, index],
+                    returns[:, index],
+                )
                 metrics = self._optimizer_step(loss)
-                metrics.update({k: float(x) for k, x in extras.items()})
-                metrics["loss/total"] = float(loss.detach())
+                metrics.update({k: float(self.axis.sum(x)) / self.axis.world for k, x in extras.items()})
+                metrics["loss/total"] = float(self.axis.sum(loss))
         self.num_updates += 1
         metrics["value/return_mean"] = float(masked_mean(returns, traj.mask))
         metrics["learner/lr"] = self.optimizer.param_groups[0]["lr"]
         return metrics
+
+    def _loss(
+        self, mb: Trajectory, old_log_probs: torch.Tensor, advantages: torch.Tensor, old_v: torch.Tensor,
+        returns: torch.Tensor,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
+        """The clipped PPO loss of one minibatch; this rank's share is its loss / world (mean over ranks)."""
+        p, T = self.cfg.ppo, mb.unroll_length
+        logits, values, _ = self.net.unroll(*mb.inputs())
+        log_probs, entropy = action_log_probs(logits[:T], mb.action)
+        loss, extras = ppo_loss(
+            log_probs, old_log_probs, advantages, task_values(values.float(), mb.task_id)[:T], old_v[:T],
+            returns, mb.mask, p.clip_coef, p.clip_value, p.vf_coef, p.ent_coef, entropy, p.norm_adv,
+        )  # fmt: skip
+        return loss / self.axis.world, extras
 
 
 def make_learner(net: nn.Module, cfg: AlgoConfig) -> Learner:

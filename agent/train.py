@@ -5,6 +5,7 @@ Examples::
     python -m agent.train                                   # CPU quick-start (embedded preset)
     python -m agent.train --config atari_vmpo env.name=Breakout train.device=cuda
     python -m agent.train train.resume=runs/CueRecall-L8-vmpo-gtrxl-s0 train.total_steps=200000
+    torchrun --nproc-per-node 2 -m agent.train --config atari_cpu    # data parallel (agent/distributed.py)
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from agent import distributed
 from agent.checkpoint import CheckpointError
 from agent.trainer import Trainer, TrainingError, default_run_name, load_latest_valid
 from configs import (
     Config,
     ConfigError,
     config_from_dict,
+    config_to_dict,
     list_presets,
     load_config,
     merge_config,
@@ -40,6 +43,8 @@ RESUMABLE_KEYS = (
     "train.keep_checkpoints",
     "train.torch_threads",
     "train.resume",
+    "train.sync_check_interval",
+    "train.dist_timeout_s",
 )
 
 
@@ -86,11 +91,44 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. algo.lr=3e-4")
     args = parser.parse_args(argv)
+    axis = distributed.init_from_env()
     try:
-        cfg, run_dir, checkpoint = build_config(args.config, args.overrides)
-        trainer = Trainer(cfg, run_dir, checkpoint)
+        return _run(args, axis)
+    finally:
+        distributed.shutdown(axis)
+
+
+def _setup(args: argparse.Namespace, axis: distributed.BatchAxis) -> tuple[Config, Path, dict | None]:
+    """Rank 0 resolves the config and run directory (and reads the checkpoint); the others receive them.
+
+    One resolution keeps the ranks in one directory (a default run name carries a timestamp), and
+    shipping the checkpoint over the process group needs no shared filesystem between nodes.
+    """
+    if not axis.distributed:
+        return build_config(args.config, args.overrides)
+    found: tuple | str | None = None
+    if axis.is_main:
+        try:
+            cfg, run_dir, checkpoint = build_config(args.config, args.overrides)
+            found = (config_to_dict(cfg), str(run_dir), checkpoint)
+        except (ConfigError, CheckpointError, ValueError) as err:
+            found = f"{err}"
+    found = axis.broadcast_object(found)
+    if isinstance(found, str):
+        raise ConfigError(found)
+    cfg_dict, run_dir, checkpoint = found
+    return config_from_dict(cfg_dict, source="rank 0"), Path(run_dir), checkpoint
+
+
+def _run(args: argparse.Namespace, axis: distributed.BatchAxis) -> int:
+    report = axis.is_main  # one copy of every message
+    try:
+        cfg, run_dir, checkpoint = _setup(args, axis)
+        axis = distributed.with_timeout(axis, cfg.train.dist_timeout_s)
+        trainer = Trainer(cfg, run_dir, checkpoint, axis)
     except (ConfigError, CheckpointError, ValueError, RuntimeError, ImportError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        if report or not isinstance(err, ConfigError):
+            print(f"error: {err}", file=sys.stderr)
         return 2
     except OSError as err:
         print(f"error: cannot set up run directory: {err.strerror or err} ({err.filename})", file=sys.stderr)
@@ -100,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     except (TrainingError, DMLabWorkerError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    if not report:
+        return 0
     print(
         f"run {run_dir}: {int(result['global_step'])} env steps, {int(result['num_updates'])} updates, "
         f"mean return (last 100 episodes) {result['recent_return']:.3f}"

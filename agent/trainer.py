@@ -2,13 +2,16 @@
 
 Read top to bottom like CleanRL's single file, but each piece lives in its own module:
 ``envs.make`` builds the VecEnv, ``networks.AgentNet`` the network, ``agent.rollout.Actor`` collects
-unrolls with the GTrXL memory carried across them, ``agent.learner`` does the update.
+unrolls with the GTrXL memory carried across them, ``agent.learner`` does the update. Under ``torchrun``
+(``agent.distributed``) each rank runs this loop on its shard of the envs with a DDP learner; rank 0
+alone logs and checkpoints, and the ranks agree on when to stop.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import re
 import signal
 import time
 from pathlib import Path
@@ -22,6 +25,7 @@ from tqdm import tqdm
 
 import envs
 from agent.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, save_checkpoint
+from agent.distributed import LOCAL, BatchAxis, DistributedError, check_replicas, shard_slots
 from agent.learner import Learner, make_learner
 from agent.rollout import Actor, EpisodeStats
 from configs import Config, config_to_dict
@@ -30,12 +34,13 @@ from networks.agent_net import AgentNet
 from networks.precision import resolve_bf16
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` / ``cpu`` / ``cuda``; under torchrun, CUDA means this process's GPU (its local rank)."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("train.device=cuda but no CUDA device is available; use train.device=cpu or auto")
-    return torch.device(name)
+    return torch.device("cuda", local_rank) if name == "cuda" else torch.device(name)
 
 
 def default_run_name(cfg: Config) -> str:
@@ -80,8 +85,32 @@ class Counters:
     wall_time: float = 0.0  # seconds of training before this process (for resumed runs)
 
 
+def _cause(err: BaseException) -> str:
+    """The first sentence of a gloo/NCCL error, without its source location prefix."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return re.sub(r"^\[[^\]]*\]\s*", "", text).split(". ")[0]
+
+
+def _looks_collective(err: BaseException) -> bool:
+    text = str(err).lower()
+    return any(word in text for word in ("gloo", "nccl", "connection", "timed out", "peer"))
+
+
 class TrainingError(RuntimeError):
     """The run cannot go on (non-finite updates, unwritable checkpoint); the message says why and where."""
+
+
+class _NoWriter:
+    """The TensorBoard writer of ranks other than 0: they log nothing."""
+
+    def add_scalar(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 class StopFlag:
@@ -110,20 +139,24 @@ class StopFlag:
 class Trainer:
     """Owns env, network, actor, learner, writer and counters for one run directory."""
 
-    def __init__(self, cfg: Config, run_dir: Path, checkpoint: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, cfg: Config, run_dir: Path, checkpoint: dict[str, Any] | None = None, axis: BatchAxis = LOCAL
+    ) -> None:
         self.cfg = cfg
         self.run_dir = run_dir
-        self.device = resolve_device(cfg.train.device)
+        self.axis = axis
+        self.device = resolve_device(cfg.train.device, axis.local_rank)
         if cfg.train.torch_threads:
             torch.set_num_threads(cfg.train.torch_threads)
-        torch.manual_seed(cfg.train.seed)
+        torch.manual_seed(cfg.train.seed)  # the same initial parameters on every rank
         self.counters = Counters()
         if checkpoint is not None:
             self.counters = Counters(**checkpoint["counters"])
         # A resumed run cannot restore the emulators' state: it reseeds them so that it does not replay
-        # the episodes of the first segment.
-        env_seed = cfg.env.seed + 10_007 * self.counters.num_updates
-        self.env = envs.make(dataclasses.replace(cfg.env, seed=env_seed))
+        # the episodes of the first segment. Rank r plays global env slots [first, first + n).
+        num_envs, first_slot = shard_slots(cfg.env.num_envs, axis)
+        env_seed = cfg.env.seed + 10_007 * self.counters.num_updates + first_slot
+        self.env = envs.make(dataclasses.replace(cfg.env, num_envs=num_envs, seed=env_seed))
         if cfg.net.num_tasks != len(self.env.task_names):  # one PopArt value head per task of the env
             cfg = dataclasses.replace(
                 cfg, net=dataclasses.replace(cfg.net, num_tasks=len(self.env.task_names))
@@ -136,14 +169,19 @@ class Trainer:
         )  # .to keeps the optimiser's params
         if checkpoint is not None:
             self._restore(checkpoint)
+        if axis.distributed:  # each rank samples its own actions
+            torch.manual_seed(cfg.train.seed + 7_919 * axis.rank + 10_007 * self.counters.num_updates)
+            self.learner.distribute(axis)
         self.actor = Actor(self.env, self.net, self.device)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-        # purge_step drops events logged after the checkpoint we resume from: no gap, no duplicate step.
-        purge = self.counters.global_step + 1 if checkpoint is not None else None
-        if checkpoint is not None:
-            wait_for_newer_event_file_name(run_dir)
-        self.writer = SummaryWriter(str(run_dir), purge_step=purge)
+        self.writer: SummaryWriter | _NoWriter = _NoWriter()
+        if axis.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+            # purge_step drops events logged after the checkpoint we resume from: no gap, no duplicates.
+            purge = self.counters.global_step + 1 if checkpoint is not None else None
+            if checkpoint is not None:
+                wait_for_newer_event_file_name(run_dir)
+            self.writer = SummaryWriter(str(run_dir), purge_step=purge)
         self.recent_returns: collections.deque[float] = collections.deque(maxlen=100)
         self.task_returns = [collections.deque(maxlen=20) for _ in self.env.task_names]  # per-task window
 
@@ -219,7 +257,27 @@ class Trainer:
             self.writer.add_scalar("charts/hns_tasks_seen", len(scores), step)
 
     # ---------------------------------------------------------------- loop
-    def _save_or_fail(self) -> Path:
+    def _collective(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn``; under torchrun, a failure of the process group becomes a one-line TrainingError."""
+        if not self.axis.distributed:
+            return fn(*args)
+        try:
+            return fn(*args)
+        except DistributedError as err:
+            raise TrainingError(f"rank {self.axis.rank}: {err}") from None
+        except RuntimeError as err:  # gloo / NCCL: a peer closed its connection or timed out
+            if not isinstance(err, torch.distributed.DistError) and not _looks_collective(err):
+                raise
+            raise TrainingError(
+                f"rank {self.axis.rank} of {self.axis.world} lost the process group ({_cause(err)}): another "
+                f"rank failed or was killed; the last checkpoint in '{self.run_dir}' is intact, resume "
+                f"with train.resume={self.run_dir} (any world size that divides env.num_envs)"
+            ) from None
+
+    def _save_or_fail(self) -> Path | None:
+        """Rank 0 writes the checkpoint (the state is the same on every rank); others return None."""
+        if not self.axis.is_main:
+            return None
         try:
             return self.save()
         except OSError as err:
@@ -231,20 +289,25 @@ class Trainer:
     def _stop_diverged(self) -> None:
         path = self._save_or_fail()
         skips, update = self.learner.consecutive_skipped, self.counters.num_updates
+        where = f"parameters saved in '{path}'" if path else "rank 0 saved the parameters"
         raise TrainingError(
             f"stopped: {skips} consecutive updates had a non-finite loss or gradient (update {update}); "
-            f"parameters saved in '{path}'"
+            + where
         )
 
     def _iteration(self) -> dict[str, float]:
         """One rollout + one learner update + logging; returns the learner's metrics."""
-        T, N = self.cfg.algo.unroll_length, self.env.num_envs
+        T, N = self.cfg.algo.unroll_length, self.env.num_envs * self.axis.world
         t0 = time.perf_counter()
         self.net.eval()
         traj, episodes = self.actor.rollout(T)
         self.net.train()
         metrics = self.learner.update(traj)
         self.actor.refresh()
+        if self.axis.distributed:  # every rank's finished episodes, for rank 0's logs
+            parts = self.axis.gather_objects(episodes)
+            episodes = EpisodeStats(*(np.concatenate([getattr(p, f) for p in parts]) for f in
+                                      ("returns", "lengths", "task_ids")))  # fmt: skip
         sps = T * N / (time.perf_counter() - t0)
         self.counters.global_step += T * N
         self.counters.num_updates = self.learner.num_updates
@@ -268,16 +331,22 @@ class Trainer:
                         disable=not cfg.progress, unit="step", dynamic_ncols=True)  # fmt: skip
         last_saved = self.counters.num_updates
         metrics: dict[str, float] = {}
+        stopping = False
         try:
             with StopFlag() as stop:
-                while self.counters.global_step < cfg.total_steps and stop.raised is None:
-                    metrics = self._iteration()
+                while self.counters.global_step < cfg.total_steps and not stopping:
+                    metrics = self._collective(self._iteration)
                     self.counters.wall_time = time.time() - start_wall
                     if self.learner.consecutive_skipped >= cfg.max_consecutive_skips:
                         self._stop_diverged()
+                    if cfg.sync_check_interval and self.counters.num_updates % cfg.sync_check_interval == 0:
+                        self._collective(check_replicas, self.learner, self.axis, self.counters.num_updates)
+                        self.writer.add_scalar("dist/replicas_in_sync", 1.0, self.counters.global_step)
                     if self.counters.num_updates % cfg.checkpoint_interval == 0:
                         self._save_or_fail()
                         last_saved = self.counters.num_updates
+                    # a signal on any rank stops every rank after the same update
+                    stopping = self._collective(self.axis.any_flag, stop.raised is not None)
                 if self.counters.num_updates != last_saved or not list_checkpoints(self.run_dir):
                     self._save_or_fail()
         finally:

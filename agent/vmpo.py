@@ -26,6 +26,10 @@ Conventions:
   documented, so the caller passes raw tensors.
 * No host synchronisation (no ``.item()``), no device-specific code: CPU and CUDA alike.
 * Losses return ``(loss, extras)``; ``extras`` holds detached 0-d fp32 tensors named for logging.
+* Data parallel (``agent.distributed``): :func:`trust_region_loss` and :func:`vmpo_loss` take a
+  :class:`~agent.distributed.BatchAxis`. The E-step runs on the gathered global batch and the returned
+  loss is this rank's *share*: the shares of all ranks sum to the loss of the concatenated batch. The
+  default ``LOCAL`` axis is the single-process case, where share = loss. ``extras`` are global values.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from agent.distributed import LOCAL, BatchAxis
 from agent.masked import masked_mean
 
 __all__ = [
@@ -220,6 +225,7 @@ def trust_region_loss(
     kl: torch.Tensor,
     valid: torch.Tensor,
     eps_alpha: float,
+    axis: BatchAxis = LOCAL,
 ) -> tuple[torch.Tensor, Extras]:
     r"""M-step KL trust region with Lagrange multiplier ``alpha`` (seed 000 §5 eq. (1); seed 002 §3 eq. (2)).
 
@@ -237,6 +243,8 @@ def trust_region_loss(
         kl: ``[N]`` per-state ``KL(pi_old || pi_theta)`` (:func:`categorical_kl`), carrying the gradient.
         valid: ``[N]`` bool/0-1 mask of real transitions.
         eps_alpha: trust-region bound ``epsilon_alpha``.
+        axis: the batch axis over ranks; the mean KL is over every rank's valid states and the loss is
+            this rank's share (the alpha term, replicated on all ranks, is divided by the world size).
 
     Returns:
         ``(loss, extras)``: 0-d fp32 loss (0 if nothing is valid); extras ``"loss/alpha"``, ``"vmpo/alpha"``,
@@ -245,15 +253,18 @@ def trust_region_loss(
     kl = kl.float()
     v = valid.bool()
     alpha_t = _as_fp32_scalar(alpha, kl)
-    kl_mean = masked_mean(kl, v)
-    loss = alpha_t * (eps_alpha - kl_mean.detach()) + alpha_t.detach() * kl_mean
-    loss = torch.where(v.any(), loss, torch.zeros_like(loss))  # no valid state: no constraint, no gradient
+    kl_share = axis.mean_share(kl, v)  # this rank's part of the global mean KL (the mean when local)
+    kl_mean = axis.sum(kl_share)  # sg[KL-bar], the same on every rank
+    loss = alpha_t * (eps_alpha - kl_mean) / axis.world + alpha_t.detach() * kl_share
+    any_valid = axis.sum(v.sum()) > 0
+    loss = torch.where(any_valid, loss, torch.zeros_like(loss))  # no valid state: no constraint, no gradient
     with torch.no_grad():
         kl_max = torch.where(v, kl, torch.zeros_like(kl)).max() if kl.numel() else kl.new_zeros(())
+        kl_max = axis.max(kl_max)
     extras = {
-        "loss/alpha": loss.detach(),
+        "loss/alpha": axis.sum(loss),
         "vmpo/alpha": alpha_t.detach(),
-        "vmpo/kl_mean": kl_mean.detach(),
+        "vmpo/kl_mean": kl_mean,
         "vmpo/kl_max": kl_max,
     }
     return loss, extras
@@ -270,6 +281,7 @@ def vmpo_loss(
     topk_fraction: float,
     eps_eta: float,
     eps_alpha: float,
+    axis: BatchAxis = LOCAL,
 ) -> tuple[torch.Tensor, Extras]:
     """The V-MPO policy-side loss ``L_pi + L_eta + L_alpha`` (seed 000 §5; seed 002 §3), discrete actions.
 
@@ -307,16 +319,16 @@ def vmpo_loss(
             raise ValueError(f"{name} must have shape {tuple(logits.shape[:-1])}, got {tuple(x.shape)}")
     log_pi = F.log_softmax(logits.float(), dim=-1)  # [T, B, A]
     log_probs = log_pi.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)  # [T, B]
-    adv = advantages.detach().float()
-    valid = mask.bool()
+    adv = axis.gather(advantages.detach().float())  # [T, W*B]: the E-step sees the whole batch
+    valid = axis.gather(mask.bool())
 
-    selected = topk_mask(adv, valid, topk_fraction)  # [T, B]
-    psi = e_step_weights(adv, selected, eta)  # [T, B], sums to 1 over S
-    loss_pi = policy_loss(log_probs, psi)
-    loss_eta, extras_eta = temperature_loss(eta, adv, selected, eps_eta)
+    selected = topk_mask(adv, valid, topk_fraction)  # [T, W*B]
+    psi = e_step_weights(adv, selected, eta)  # [T, W*B], sums to 1 over S
+    loss_pi = policy_loss(log_probs, axis.local(psi))  # this rank's samples of -sum psi log pi
+    loss_eta, extras_eta = temperature_loss(eta, adv, selected, eps_eta)  # the same on every rank
     kl = categorical_kl(target_logits, logits)  # [T, B]
-    loss_alpha, extras_alpha = trust_region_loss(alpha, kl, valid, eps_alpha)
-    loss = loss_pi + loss_eta + loss_alpha
+    loss_alpha, extras_alpha = trust_region_loss(alpha, kl, mask, eps_alpha, axis)
+    loss = loss_pi + loss_eta / axis.world + loss_alpha  # shares of the ranks sum to the global loss
 
     with torch.no_grad():
         n_sel = selected.sum().float()
@@ -328,7 +340,7 @@ def vmpo_loss(
         ess = 1.0 / (psi**2).sum().clamp_min(torch.finfo(torch.float32).tiny)
         entropy = -(log_pi.exp() * log_pi).nan_to_num().sum(-1)  # 0 log 0 = 0 for -inf logits
         extras = {
-            "loss/policy": loss_pi.detach(),
+            "loss/policy": axis.sum(loss_pi),
             **extras_eta,
             **extras_alpha,
             "vmpo/adv_topk_mean": torch.where(selected, adv, zeros).sum() / n_sel.clamp_min(1.0),
@@ -338,6 +350,6 @@ def vmpo_loss(
             "vmpo/ess": torch.where(n_sel > 0, ess, zeros.sum()),
             "vmpo/ess_frac": torch.where(n_sel > 0, ess / n_sel.clamp_min(1.0), zeros.sum()),
             "vmpo/num_selected": n_sel,
-            "policy/entropy": masked_mean(entropy, valid),
+            "policy/entropy": axis.sum(axis.mean_share(entropy, mask)),
         }
     return loss, extras

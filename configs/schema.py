@@ -228,6 +228,10 @@ class TrainConfig:
     torch_threads: int = 0  # 0 = leave torch's default
     max_consecutive_skips: int = 20  # non-finite updates in a row before the run stops (with a checkpoint)
     bf16: str = "auto"  # network body in bf16 autocast: auto (where AMX / CUDA bf16) | on | off
+    # torchrun (agent/distributed.py): updates between bitwise checks that all ranks hold the same
+    # parameters (0 = never), and how long a collective waits for a rank that stopped answering
+    sync_check_interval: int = 100
+    dist_timeout_s: float = 600.0
 
     def __post_init__(self) -> None:
         check_range("train.total_steps", self.total_steps, 1)
@@ -237,6 +241,8 @@ class TrainConfig:
         check_range("train.keep_checkpoints", self.keep_checkpoints, 1)
         check_range("train.torch_threads", self.torch_threads, 0)
         check_range("train.max_consecutive_skips", self.max_consecutive_skips, 1)
+        check_range("train.sync_check_interval", self.sync_check_interval, 0)
+        check_range("train.dist_timeout_s", self.dist_timeout_s, 0.0, low_inclusive=False)
         # YAML 1.1 reads on/off as booleans: accept them (and true/false) as on/off
         self.bf16 = {"true": "on", "false": "off"}.get(str(self.bf16).lower(), self.bf16)
         check_choice("train.bf16", self.bf16, ("auto", "on", "off"))

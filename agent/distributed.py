@@ -1,0 +1,200 @@
+"""Data-parallel training over ``torch.distributed`` ranks (launched with ``torchrun``).
+
+Each rank runs its own shard of the envs (``env.num_envs / world`` slots, distinct seeds), its own actor
+and a replica of the learner; the learner's gradients are all-reduced by ``DistributedDataParallel``.
+
+V-MPO's E-step is not a per-sample loss: the top-k set, the softmax weights ``psi`` and the temperature
+dual's log-sum-exp are taken over the *whole* batch (seed 000 §5, §6). A :class:`BatchAxis` describes the
+env axis of a ``[T, B]`` batch split over ranks, and the loss functions of ``agent.vmpo`` take it:
+
+* ``gather`` builds the global ``[T, W*B]`` advantages and masks (fixed shapes, rank order), so every rank
+  computes the same top-k set, the same ``psi`` and the same ``L_eta``;
+* each rank's loss is its *share* of the global loss (per-sample terms over the global count, replicated
+  terms divided by ``W``), so the shares sum to the single-process loss on the concatenated batch, and the
+  learner back-propagates ``W * share`` because DDP averages gradients over ranks.
+
+With ``world = 1`` (:data:`LOCAL`) every operation is the identity and the maths is the single-process one.
+Rank 0 alone writes TensorBoard and checkpoints; the saved state is rank-independent (one replica), so a
+run resumes with any world size that divides ``env.num_envs``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import os
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+class DistributedError(RuntimeError):
+    """A rank cannot go on with the group (a peer died, a collective failed, replicas diverged)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchAxis:
+    """The env axis of ``[T, B, ...]`` batches, split in equal parts over ``world`` ranks (rank order)."""
+
+    world: int = 1
+    rank: int = 0
+    local_rank: int = 0
+    group: Any = None  # the process group (None = the default group)
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the one process that writes logs and checkpoints."""
+        return self.rank == 0
+
+    def gather(self, x: torch.Tensor) -> torch.Tensor:
+        """``[T, B, ...]`` on every rank -> ``[T, W*B, ...]`` (rank r's columns at ``r*B``); no gradient."""
+        if not self.distributed:
+            return x
+        x = x.detach()
+        wire = x.to(torch.uint8) if x.dtype == torch.bool else x  # gloo has no bool all_gather
+        parts = [torch.empty_like(wire) for _ in range(self.world)]
+        dist.all_gather(parts, wire.contiguous(), group=self.group)
+        return torch.cat(parts, dim=1).to(x.dtype)
+
+    def local(self, x: torch.Tensor) -> torch.Tensor:
+        """This rank's columns of a gathered ``[T, W*B, ...]`` tensor."""
+        if not self.distributed:
+            return x
+        width = x.shape[1] // self.world
+        return x.narrow(1, self.rank * width, width)
+
+    def sum(self, x: torch.Tensor) -> torch.Tensor:
+        """Sum over ranks of a detached tensor (the same value on every rank)."""
+        if not self.distributed:
+            return x.detach()
+        out = x.detach().clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM, group=self.group)
+        return out
+
+    def max(self, x: torch.Tensor) -> torch.Tensor:
+        """Max over ranks of a detached tensor."""
+        if not self.distributed:
+            return x.detach()
+        out = x.detach().clone()
+        dist.all_reduce(out, op=dist.ReduceOp.MAX, group=self.group)
+        return out
+
+    def mean_share(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """This rank's share of the global masked mean: ``sum_local(x * mask) / count_global``.
+
+        Summed over ranks it is the masked mean over the concatenated batch (0 where nothing is valid);
+        the gradient flows through the local entries only. With ``world = 1`` it is ``masked_mean``.
+        """
+        mask = mask.bool()
+        count = self.sum(mask.sum()).clamp_min(1)
+        return torch.where(mask, x, torch.zeros_like(x)).sum() / count
+
+    def any_flag(self, flag: bool) -> bool:
+        """True on every rank when ``flag`` is true on any rank (stop signals)."""
+        if not self.distributed:
+            return flag
+        return bool(self.max(torch.tensor([int(flag)], dtype=torch.int64)).item())
+
+    def broadcast_object(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank (pickled; small objects: configs, paths, error messages)."""
+        if not self.distributed:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0, group=self.group)
+        return box[0]
+
+    def gather_objects(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj``, in rank order (episode statistics for rank 0's logs)."""
+        if not self.distributed:
+            return [obj]
+        out: list[Any] = [None] * self.world
+        dist.all_gather_object(out, obj, group=self.group)
+        return out
+
+
+LOCAL = BatchAxis()
+
+
+def init_from_env(timeout_s: float = 600.0, prefer_cuda: bool = True) -> BatchAxis:
+    """The :class:`BatchAxis` of this process: :data:`LOCAL` unless launched by ``torchrun``.
+
+    ``torchrun`` sets ``WORLD_SIZE``/``RANK``/``LOCAL_RANK`` and the rendezvous variables; the process group
+    uses NCCL when CUDA is available (one GPU per local rank) and gloo otherwise. ``timeout_s`` bounds how
+    long a collective waits for a rank that stopped answering.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return LOCAL
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = prefer_cuda and torch.cuda.is_available()
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group(
+            backend="nccl" if use_cuda else "gloo", timeout=datetime.timedelta(seconds=timeout_s)
+        )
+    return BatchAxis(world=dist.get_world_size(), rank=dist.get_rank(), local_rank=local_rank)
+
+
+def with_timeout(axis: BatchAxis, timeout_s: float) -> BatchAxis:
+    """The same ranks in a new process group whose collectives wait at most ``timeout_s``.
+
+    ``train.dist_timeout_s``: the default group exists before the config is read. Every rank calls this.
+    """
+    if not axis.distributed:
+        return axis
+    group = dist.new_group(timeout=datetime.timedelta(seconds=timeout_s))
+    return dataclasses.replace(axis, group=group)
+
+
+def shutdown(axis: BatchAxis) -> None:
+    if axis.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def shard_slots(num_envs: int, axis: BatchAxis) -> tuple[int, int]:
+    """``env.num_envs`` global slots -> (this rank's count, index of its first global slot)."""
+    if num_envs % axis.world:
+        raise ValueError(
+            f"env.num_envs={num_envs} does not split over {axis.world} ranks; "
+            f"accepted: a multiple of the world size {axis.world}"
+        )
+    local = num_envs // axis.world
+    return local, axis.rank * local
+
+
+def parameter_digest(module: nn.Module) -> str:
+    """SHA-256 of every parameter and buffer of ``module`` (bitwise replica check)."""
+    digest = hashlib.sha256()
+    for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def check_replicas(module: nn.Module, axis: BatchAxis, update: int) -> None:
+    """Raise :class:`DistributedError` unless every rank holds bitwise identical parameters."""
+    digests = axis.gather_objects(parameter_digest(module))
+    differing = [r for r, d in enumerate(digests) if d != digests[0]]
+    if differing:
+        raise DistributedError(
+            f"replicas diverged at update {update}: rank(s) {differing} hold parameters that differ "
+            "from rank 0's"
+        )
+
+
+def wrap(module: nn.Module, axis: BatchAxis) -> nn.Module:
+    """``module`` under DistributedDataParallel (rank 0's parameters broadcast now, gradients averaged).
+
+    Buffers are not re-broadcast each forward: every rank updates them (PopArt statistics) identically
+    from gathered data. ``device_ids`` stays unset: the module lives on one device already and the batch
+    is on it, so DDP neither scatters nor moves the inputs.
+    """
+    return nn.parallel.DistributedDataParallel(module, forward_sync_buffers=False, process_group=axis.group)

@@ -1,0 +1,68 @@
+"""torchrun worker of tests/agent/test_distributed.py (not a test module).
+
+Every rank collects the same [T, 4] trajectories (same seeds), then runs V-MPO updates twice: once as a
+single-process learner on the whole batch (the reference) and once as a DDP replica on its own two
+columns. It saves both learners' parameters and metrics for the test to compare.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+import torch
+
+import envs
+from agent import distributed
+from agent.learner import make_learner
+from agent.rollout import Actor
+from configs import load_config
+from networks.agent_net import AgentNet
+
+OVERRIDES = [
+    "env.num_envs=4", "algo.unroll_length=8", "algo.n_step=4", "net.d_model=32", "net.num_layers=2",
+    "net.num_heads=2", "net.head_dim=16", "net.mlp_dim=32", "net.memory_length=8", "net.torso_out=32",
+    "algo.popart=true", "algo.vmpo.update_epochs=2", "algo.vmpo.target_update_period=2", "net.num_tasks=2",
+]  # fmt: skip
+UPDATES = 3
+
+
+def main(out: str) -> None:
+    axis = distributed.init_from_env()
+    torch.set_num_threads(1)
+    cfg = load_config("quickstart", OVERRIDES)
+    env = envs.make(cfg.env)
+
+    def build():
+        torch.manual_seed(0)
+        net = AgentNet(cfg.net, tuple(env.observation_shape), env.num_actions)
+        return net, make_learner(net, cfg.algo)
+
+    ref_net, reference = build()
+    _, learner = build()
+    learner.distribute(axis)
+    actor = Actor(env, ref_net, torch.device("cpu"))
+    columns = torch.arange(axis.rank * 2, axis.rank * 2 + 2)
+    ref_metrics, metrics = [], []
+    for _ in range(UPDATES):
+        torch.manual_seed(1)  # the same actions on every rank
+        traj, _ = actor.rollout(cfg.algo.unroll_length)
+        traj = dataclasses.replace(traj, task_id=torch.arange(4).remainder(2).expand_as(traj.task_id).clone())
+        ref_metrics.append(reference.update(traj))
+        metrics.append(learner.update(traj.select(columns)))
+        actor.refresh()
+    torch.save(
+        {
+            "reference": {k: v.detach().clone() for k, v in reference.state_dict().items()},
+            "ddp": {k: v.detach().clone() for k, v in learner.state_dict().items()},
+            "ref_metrics": ref_metrics,
+            "metrics": metrics,
+            "digest": distributed.parameter_digest(learner),
+        },
+        f"{out}/rank{axis.rank}.pt",
+    )
+    distributed.shutdown(axis)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

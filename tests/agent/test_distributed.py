@@ -1,0 +1,146 @@
+"""Data-parallel training (agent/distributed.py) under torchrun, gloo on loopback, 2 processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from agent.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
+from agent.distributed import LOCAL, BatchAxis, shard_slots
+from agent.masked import masked_mean
+from agent.train import main
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = [
+    "env.num_envs=4", "algo.unroll_length=8", "algo.n_step=8", "net.d_model=32", "net.num_layers=1",
+    "net.num_heads=2", "net.head_dim=16", "net.mlp_dim=32", "net.memory_length=8", "net.torso_out=32",
+    "train.progress=false", "train.torch_threads=1",
+]  # fmt: skip
+
+
+def torchrun(args: list[str], nproc: int = 2, **popen) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *args]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 240) -> tuple[int, str]:
+    out, _ = proc.communicate(timeout=timeout)
+    return proc.returncode, out.decode(errors="replace")
+
+
+def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return [(e.step, e.value) for e in acc.Scalars(tag)] if tag in acc.Tags()["scalars"] else []
+
+
+def test_local_axis_is_the_single_process_maths():
+    x, mask = torch.randn(5, 3), torch.rand(5, 3) > 0.3
+    assert LOCAL.gather(x) is x and LOCAL.local(x) is x and not LOCAL.distributed
+    assert torch.equal(LOCAL.mean_share(x, mask), masked_mean(x, mask))
+    assert LOCAL.any_flag(True) and not LOCAL.any_flag(False)
+
+
+def test_env_slots_split_evenly_over_ranks_or_fail_in_one_line():
+    assert shard_slots(16, BatchAxis(world=4, rank=2)) == (4, 8)
+    assert shard_slots(16, LOCAL) == (16, 0)
+    with pytest.raises(ValueError, match=r"env.num_envs=6 does not split over 4 ranks"):
+        shard_slots(6, BatchAxis(world=4, rank=0))
+
+
+COMPARED = (
+    "loss/total", "loss/policy", "loss/eta", "loss/alpha", "loss/value", "vmpo/eta", "vmpo/alpha",
+    "vmpo/kl_mean", "vmpo/num_selected", "policy/entropy", "popart/mu_1", "popart/sigma_0",
+)  # fmt: skip
+
+
+def test_ddp_update_equals_the_single_process_update_on_the_concatenated_batch(tmp_path):
+    """Global top-k, psi, eta/alpha duals and PopArt: 2 ranks x 2 envs == 1 process x 4 envs."""
+    code, out = finish(torchrun([str(ROOT / "tests/agent/ddp_worker.py"), str(tmp_path)]))
+    assert code == 0, out[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    assert ranks[0]["digest"] == ranks[1]["digest"], "replicas differ after the updates"
+    for result in ranks:
+        for ref, got in zip(result["ref_metrics"], result["metrics"], strict=True):
+            for key in COMPARED:
+                assert got[key] == pytest.approx(ref[key], rel=1e-5, abs=1e-6), key
+        for key, ref in result["reference"].items():
+            torch.testing.assert_close(result["ddp"][key], ref, rtol=1e-5, atol=1e-5, msg=key)
+
+
+def test_two_ranks_resume_a_one_process_run_and_stay_identical(tmp_path):
+    """World size 1 -> 2 on resume; parameters checked bitwise equal across ranks after every update."""
+    run_dir = tmp_path / "r"
+    args = [*TINY, "algo.popart=true", f"train.run_dir={tmp_path}", "train.run_name=r"]
+    assert main(["--config", "quickstart", *args, "train.total_steps=64"]) == 0  # 2 updates
+    resume = [f"train.resume={run_dir}", "train.total_steps=192", "train.sync_check_interval=1"]
+    code, out = finish(torchrun(["-m", "agent.train", *resume]))
+    assert code == 0, out[-3000:]
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 2, "a rank other than 0 wrote TensorBoard"
+    checks = [s for s, _ in scalars(run_dir, "dist/replicas_in_sync")]
+    assert checks == [96, 128, 160, 192], "the replica check did not run after every update"
+    assert [s for s, _ in scalars(run_dir, "loss/total")] == [32, 64, 96, 128, 160, 192]
+    saved = load_checkpoint(latest_checkpoint(run_dir))
+    assert saved["counters"]["num_updates"] == 6 and saved["counters"]["global_step"] == 192
+
+
+def test_ppo_ranks_stay_identical(tmp_path):
+    args = [*TINY, "algo.name=ppo", "algo.ppo.num_minibatches=2", f"train.run_dir={tmp_path}",
+            "train.run_name=p", "train.total_steps=96", "train.sync_check_interval=1"]  # fmt: skip
+    code, out = finish(torchrun(["-m", "agent.train", *args]))
+    assert code == 0, out[-3000:]
+    assert len(scalars(tmp_path / "p", "dist/replicas_in_sync")) == 3
+
+
+def _rank_pid(launcher: int, rank: int) -> int | None:
+    """The pid of the torchrun worker with ``RANK=rank`` under the launcher process."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            ancestors = {int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])}
+        except OSError:
+            continue
+        parent = ancestors.pop()
+        try:  # torchrun's agent sits between the launcher and the workers
+            grand = int((Path("/proc") / str(parent) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError):
+            grand = -1
+        if launcher in (parent, grand) and f"RANK={rank}".encode() in environ:
+            return int(entry.name)
+    return None
+
+
+def test_a_killed_rank_stops_the_job_and_world_size_one_resumes(tmp_path):
+    run_dir = tmp_path / "r"
+    args = [*TINY, f"train.run_dir={tmp_path}", "train.run_name=r", "train.total_steps=100000000",
+            "train.checkpoint_interval=2", "train.keep_checkpoints=2", "train.dist_timeout_s=60"]  # fmt: skip
+    proc = torchrun(["-m", "agent.train", *args])
+    try:
+        deadline = time.time() + 180
+        while len(list_checkpoints(run_dir)) < 2 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert len(list_checkpoints(run_dir)) >= 2, finish(proc)[1][-3000:] if proc.poll() else "timeout"
+        victim = _rank_pid(proc.pid, 1)
+        assert victim is not None
+        os.kill(victim, signal.SIGKILL)
+        code, out = finish(proc, timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code != 0
+    assert "rank 0 of 2 lost the process group" in out and f"train.resume={run_dir}" in out, out[-3000:]
+    done = load_checkpoint(latest_checkpoint(run_dir))["counters"]["num_updates"]  # intact, loads
+    total = 32 * (done + 2)  # 4 envs x unroll 8 per update
+    assert main([f"train.resume={run_dir}", f"train.total_steps={total}"]) == 0
+    assert load_checkpoint(latest_checkpoint(run_dir))["counters"]["num_updates"] == done + 2
