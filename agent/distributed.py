@@ -24,11 +24,15 @@ import dataclasses
 import datetime
 import hashlib
 import os
-from typing import Any
+import re
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+T = TypeVar("T")
 
 
 class DistributedError(RuntimeError):
@@ -53,22 +57,25 @@ class BatchAxis:
         """Rank 0: the one process that writes logs and checkpoints."""
         return self.rank == 0
 
-    def gather(self, x: torch.Tensor) -> torch.Tensor:
-        """``[T, B, ...]`` on every rank -> ``[T, W*B, ...]`` (rank r's columns at ``r*B``); no gradient."""
+    def gather(self, x: torch.Tensor, dim: int = 1) -> torch.Tensor:
+        """``[T, B, ...]`` on every rank -> ``[T, W*B, ...]`` (rank r's columns at ``r*B``); no gradient.
+
+        ``dim`` is the batch axis: 1 for the agent's time-major batches, 0 for the LLM's ``[B]`` sequences.
+        """
         if not self.distributed:
             return x
         x = x.detach()
         wire = x.to(torch.uint8) if x.dtype == torch.bool else x  # gloo has no bool all_gather
         parts = [torch.empty_like(wire) for _ in range(self.world)]
         dist.all_gather(parts, wire.contiguous(), group=self.group)
-        return torch.cat(parts, dim=1).to(x.dtype)
+        return torch.cat(parts, dim=dim).to(x.dtype)
 
-    def local(self, x: torch.Tensor) -> torch.Tensor:
-        """This rank's columns of a gathered ``[T, W*B, ...]`` tensor."""
+    def local(self, x: torch.Tensor, dim: int = 1) -> torch.Tensor:
+        """This rank's part of a gathered ``[T, W*B, ...]`` tensor (along the batch axis ``dim``)."""
         if not self.distributed:
             return x
-        width = x.shape[1] // self.world
-        return x.narrow(1, self.rank * width, width)
+        width = x.shape[dim] // self.world
+        return x.narrow(dim, self.rank * width, width)
 
     def sum(self, x: torch.Tensor) -> torch.Tensor:
         """Sum over ranks of a detached tensor (the same value on every rank)."""
@@ -95,6 +102,26 @@ class BatchAxis:
         mask = mask.bool()
         count = self.sum(mask.sum()).clamp_min(1)
         return torch.where(mask, x, torch.zeros_like(x)).sum() / count
+
+    def average_gradients(self, params: list[nn.Parameter]) -> None:
+        """All-reduce the ``.grad`` of ``params`` to their mean over ranks, in one flat buffer.
+
+        For modules that do not run under DDP (the LLM learner's Hugging Face policy, value head and
+        duals). Parameters without a gradient are left out; every rank runs the same code, so they are
+        the same parameters on every rank.
+        """
+        if not self.distributed:
+            return
+        params = [p for p in params if p.grad is not None]  # the same on every rank (same code path)
+        if not params:
+            return
+        flat = torch.cat([p.grad.reshape(-1) for p in params])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=self.group)
+        flat /= self.world
+        offset = 0
+        for p in params:
+            p.grad.copy_(flat[offset : offset + p.numel()].view_as(p))
+            offset += p.numel()
 
     def any_flag(self, flag: bool) -> bool:
         """True on every rank when ``flag`` is true on any rank (stop signals)."""
@@ -185,9 +212,39 @@ def check_replicas(module: nn.Module, axis: BatchAxis, update: int) -> None:
     differing = [r for r, d in enumerate(digests) if d != digests[0]]
     if differing:
         raise DistributedError(
-            f"replicas diverged at update {update}: rank(s) {differing} hold parameters that differ "
-            "from rank 0's"
+            f"rank {axis.rank}: replicas diverged at update {update}: rank(s) {differing} hold parameters "
+            "that differ from rank 0's"
         )
+
+
+def guarded(axis: BatchAxis, run_dir: object, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)``; under torchrun a failed collective (a peer died or timed out) becomes a one-line
+    :class:`DistributedError` that says the checkpoints in ``run_dir`` are intact and how to resume."""
+    if not axis.distributed:
+        return fn(*args)
+    try:
+        return fn(*args)
+    except DistributedError:
+        raise
+    except RuntimeError as err:
+        if not isinstance(err, dist.DistError) and not _looks_collective(err):
+            raise
+        raise DistributedError(
+            f"rank {axis.rank} of {axis.world} lost the process group ({_cause(err)}): another rank failed "
+            f"or was killed; the last checkpoint in '{run_dir}' is intact, resume with "
+            f"train.resume={run_dir} (with any world size)"
+        ) from None
+
+
+def _cause(err: BaseException) -> str:
+    """The first sentence of a gloo/NCCL error, without its source location prefix."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return re.sub(r"^\[[^\]]*\]\s*", "", text).split(". ")[0]
+
+
+def _looks_collective(err: BaseException) -> bool:
+    text = str(err).lower()
+    return any(word in text for word in ("gloo", "nccl", "connection", "timed out", "peer"))
 
 
 def wrap(module: nn.Module, axis: BatchAxis) -> nn.Module:

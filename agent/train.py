@@ -98,18 +98,19 @@ def main(argv: list[str] | None = None) -> int:
         distributed.shutdown(axis)
 
 
-def _setup(args: argparse.Namespace, axis: distributed.BatchAxis) -> tuple[Config, Path, dict | None]:
-    """Rank 0 resolves the config and run directory (and reads the checkpoint); the others receive them.
-
-    One resolution keeps the ranks in one directory (a default run name carries a timestamp), and
-    shipping the checkpoint over the process group needs no shared filesystem between nodes.
+def resolve_run(
+    axis: distributed.BatchAxis, build: Callable[[], tuple[Any, Path, dict | None]], schema: type = Config
+) -> tuple[Any, Path, dict | None]:
+    """Rank 0 resolves the config and run directory (``build``, which reads any checkpoint); the other
+    ranks receive them. One resolution keeps the ranks in one directory (a default run name carries a
+    timestamp), and shipping the checkpoint over the process group needs no shared filesystem.
     """
     if not axis.distributed:
-        return build_config(args.config, args.overrides)
+        return build()
     found: tuple | str | None = None
     if axis.is_main:
         try:
-            cfg, run_dir, checkpoint = build_config(args.config, args.overrides)
+            cfg, run_dir, checkpoint = build()
             found = (config_to_dict(cfg), str(run_dir), checkpoint)
         except (ConfigError, CheckpointError, ValueError) as err:
             found = f"{err}"
@@ -117,13 +118,13 @@ def _setup(args: argparse.Namespace, axis: distributed.BatchAxis) -> tuple[Confi
     if isinstance(found, str):
         raise ConfigError(found)
     cfg_dict, run_dir, checkpoint = found
-    return config_from_dict(cfg_dict, source="rank 0"), Path(run_dir), checkpoint
+    return config_from_dict(cfg_dict, source="rank 0", schema=schema), Path(run_dir), checkpoint
 
 
 def _run(args: argparse.Namespace, axis: distributed.BatchAxis) -> int:
     report = axis.is_main  # one copy of every message
     try:
-        cfg, run_dir, checkpoint = _setup(args, axis)
+        cfg, run_dir, checkpoint = resolve_run(axis, lambda: build_config(args.config, args.overrides))
         axis = distributed.with_timeout(axis, cfg.train.dist_timeout_s)
         trainer = Trainer(cfg, run_dir, checkpoint, axis)
     except (ConfigError, CheckpointError, ValueError, RuntimeError, ImportError) as err:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import re
 import signal
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ from tqdm import tqdm
 
 import envs
 from agent.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, save_checkpoint
-from agent.distributed import LOCAL, BatchAxis, DistributedError, check_replicas, shard_slots
+from agent.distributed import LOCAL, BatchAxis, DistributedError, check_replicas, guarded, shard_slots
 from agent.learner import Learner, make_learner
 from agent.rollout import Actor, EpisodeStats
 from configs import Config, config_to_dict
@@ -83,17 +82,6 @@ class Counters:
     num_updates: int = 0
     episodes: int = 0
     wall_time: float = 0.0  # seconds of training before this process (for resumed runs)
-
-
-def _cause(err: BaseException) -> str:
-    """The first sentence of a gloo/NCCL error, without its source location prefix."""
-    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return re.sub(r"^\[[^\]]*\]\s*", "", text).split(". ")[0]
-
-
-def _looks_collective(err: BaseException) -> bool:
-    text = str(err).lower()
-    return any(word in text for word in ("gloo", "nccl", "connection", "timed out", "peer"))
 
 
 class TrainingError(RuntimeError):
@@ -259,20 +247,10 @@ class Trainer:
     # ---------------------------------------------------------------- loop
     def _collective(self, fn: Any, *args: Any) -> Any:
         """Run ``fn``; under torchrun, a failure of the process group becomes a one-line TrainingError."""
-        if not self.axis.distributed:
-            return fn(*args)
         try:
-            return fn(*args)
+            return guarded(self.axis, self.run_dir, fn, *args)
         except DistributedError as err:
-            raise TrainingError(f"rank {self.axis.rank}: {err}") from None
-        except RuntimeError as err:  # gloo / NCCL: a peer closed its connection or timed out
-            if not isinstance(err, torch.distributed.DistError) and not _looks_collective(err):
-                raise
-            raise TrainingError(
-                f"rank {self.axis.rank} of {self.axis.world} lost the process group ({_cause(err)}): another "
-                f"rank failed or was killed; the last checkpoint in '{self.run_dir}' is intact, resume "
-                f"with train.resume={self.run_dir} (any world size that divides env.num_envs)"
-            ) from None
+            raise TrainingError(str(err)) from None
 
     def _save_or_fail(self) -> Path | None:
         """Rank 0 writes the checkpoint (the state is the same on every rank); others return None."""

@@ -185,9 +185,15 @@ class LLMTrainConfig:
     run_name: str = ""
     resume: str = ""
     progress: bool = True
+    # torchrun: updates between bitwise checks that all ranks hold the same parameters (0 = never),
+    # and how long a collective waits for a rank that stopped answering
+    sync_check_interval: int = 100
+    dist_timeout_s: float = 600.0
 
     def __post_init__(self) -> None:
         check_range("train.iterations", self.iterations, 0)
+        check_range("train.sync_check_interval", self.sync_check_interval, 0)
+        check_range("train.dist_timeout_s", self.dist_timeout_s, 0.0, low_inclusive=False)
         check_range("train.sft_steps", self.sft_steps, 0)
         check_range("train.sft_lr", self.sft_lr, 0.0, low_inclusive=False)
         check_range("train.sft_batch", self.sft_batch, 1)

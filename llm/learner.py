@@ -7,6 +7,12 @@ The E-step, the ``eta``/``alpha`` duals and the M-step are :mod:`agent.vmpo`'s f
 
 Dropout (seed 000 §9): sampling and the ``pi_old``/``pi_ref`` forward passes run in eval mode; the
 M-step forward runs in train mode (dropout on) only when ``algo.mstep_dropout`` is set.
+
+Data parallel (torchrun, ``agent.distributed``): each rank samples its own prompts (whole groups stay on
+one rank), the E-step and batch means run over every rank's sequences, and the gradients of the policy,
+the duals and the value head are averaged over ranks after each backward pass (``BatchAxis
+.average_gradients``: one flat all-reduce; the Hugging Face model is not wrapped in DDP because its
+forward is reached through ``generate``-style helpers, not one ``forward`` call).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from agent.distributed import LOCAL, BatchAxis
 from agent.duals import LagrangeMultiplier
 from llm.advantages import group_mean_advantages, group_reward_std, value_advantages
 from llm.losses import (
@@ -61,11 +68,24 @@ class SequenceLearner(nn.Module):
         nn.init.zeros_(self.value_head.weight)
         nn.init.zeros_(self.value_head.bias)
         self.ref: nn.Module | None = None
+        self.axis: BatchAxis = LOCAL
         self.num_updates = 0
         self.policy_opt = torch.optim.Adam(policy.parameters(), lr=algo.lr)
         self.sft_opt = torch.optim.Adam(policy.parameters(), lr=sft_lr)
         self.dual_opt = torch.optim.Adam([self.eta.raw, self.alpha.raw], lr=v.dual_lr)
         self.value_opt = torch.optim.Adam(self.value_head.parameters(), lr=algo.value_lr)
+
+    def distribute(self, axis: BatchAxis) -> None:
+        """Train as one of ``axis.world`` replicas: rank 0's parameters are copied to every rank now."""
+        self.axis = axis
+        if axis.distributed:
+            for tensor in [*self.parameters(), *self.buffers()]:
+                torch.distributed.broadcast(tensor.data, src=0, group=axis.group)
+
+    def _backward(self, share: torch.Tensor, params: list[nn.Parameter]) -> None:
+        """Gradients of the global loss from this rank's share (mean over ranks of ``world * share``)."""
+        (share * self.axis.world).backward()
+        self.axis.average_gradients(params)
 
     # ------------------------------------------------------------------ reference policy
     @property
@@ -92,7 +112,7 @@ class SequenceLearner(nn.Module):
         seq_lp = sequence_log_probs(token_lp, batch.completion_mask)
         loss, _ = sft_loss(seq_lp, torch.ones_like(seq_lp, dtype=torch.bool))
         self.sft_opt.zero_grad(set_to_none=True)
-        loss.backward()
+        self._backward(loss / self.axis.world, list(self.policy.parameters()))  # the mean over ranks
         nn.utils.clip_grad_norm_(self.policy.parameters(), self.algo.max_grad_norm)
         self.sft_opt.step()
         tokens = batch.completion_mask.sum().clamp_min(1)
@@ -110,7 +130,7 @@ class SequenceLearner(nn.Module):
     def _fit_value(self, features: torch.Tensor, rewards: torch.Tensor) -> float:
         loss = 0.5 * (self.value_head(features).squeeze(-1) - rewards).pow(2).mean()
         self.value_opt.zero_grad(set_to_none=True)
-        loss.backward()
+        self._backward(loss / self.axis.world, list(self.value_head.parameters()))  # the mean over ranks
         self.value_opt.step()
         return float(loss.detach())
 
@@ -125,17 +145,21 @@ class SequenceLearner(nn.Module):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         a = self.algo
         seq_lp = sequence_log_probs(token_lp, mask)
+        axis = self.axis
         if a.method == "vmpo":
             return vmpo_sequence_loss(
-                seq_lp, adv, valid, self.eta.value(), a.vmpo.topk_fraction, a.vmpo.eps_eta
+                seq_lp, adv, valid, self.eta.value(), a.vmpo.topk_fraction, a.vmpo.eps_eta, axis
             )
         if a.method == "dar":
             assert ref_token_lp is not None
             ref_seq, old_seq = sequence_log_probs(ref_token_lp, mask), sequence_log_probs(old_token_lp, mask)
-            return dar_loss(seq_lp, adv, ref_seq, old_seq, valid, a.dar.alpha, a.dar.beta, a.dar.weight_clip)
+            return dar_loss(
+                seq_lp, adv, ref_seq, old_seq, valid, a.dar.alpha, a.dar.beta, a.dar.weight_clip, axis
+            )
         if a.method == "awr":
-            return awr_loss(seq_lp, adv, valid, a.awr.beta, a.awr.weight_clip)
-        return grpo_loss(token_lp, old_token_lp, adv, mask & valid.unsqueeze(-1), a.grpo.clip_eps)
+            return awr_loss(seq_lp, adv, valid, a.awr.beta, a.awr.weight_clip, axis)
+        loss, extras = grpo_loss(token_lp, old_token_lp, adv, mask & valid.unsqueeze(-1), a.grpo.clip_eps)
+        return loss / axis.world, extras  # the mean of the ranks' token means
 
     def update(self, rollout: Rollout, rewards: torch.Tensor) -> dict[str, float]:
         """One RL update on a sampled batch; returns scalar metrics (TRL names where they exist)."""
@@ -170,12 +194,12 @@ class SequenceLearner(nn.Module):
                 # kl_coef * (0 - sg[KL]) + kl_coef * KL has the gradient kl_coef * dKL of a plain penalty.
                 alpha = self.alpha.value() if a.method == "vmpo" else a.grpo.kl_coef
                 eps_alpha = a.vmpo.eps_alpha if a.method == "vmpo" else 0.0
-                kl_loss, kl_extras = reference_kl_loss(alpha, ref_logits, logits, mask, eps_alpha)
+                kl_loss, kl_extras = reference_kl_loss(alpha, ref_logits, logits, mask, eps_alpha, self.axis)
                 loss = loss + kl_loss
                 extras = {**extras, **kl_extras}
             self.policy_opt.zero_grad(set_to_none=True)
             self.dual_opt.zero_grad(set_to_none=True)
-            loss.backward()
+            self._backward(loss, [*self.policy.parameters(), self.eta.raw, self.alpha.raw])
             grad_norm = nn.utils.clip_grad_norm_(self.policy.parameters(), a.max_grad_norm)
             self.policy_opt.step()
             self.dual_opt.step()
@@ -191,7 +215,7 @@ class SequenceLearner(nn.Module):
             metrics.update({k: float(v) for k, v in extras.items()})
             metrics.update(
                 {
-                    "loss": float(loss),
+                    "loss": float(self.axis.sum(loss)),
                     "reward": float(rewards.mean()),
                     "reward_std": float(rewards.std()) if rewards.numel() > 1 else 0.0,
                     "frac_reward_zero_std": float(zero_std.float().mean()),

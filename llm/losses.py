@@ -17,6 +17,11 @@ GRPO / PPO-seq (seed 003 §4.6-4.8 eq. (14)) is the ratio-based baseline: :func:
 with the sequence advantage broadcast to every completion token.
 
 Shapes: ``B`` sequences, ``T`` completion tokens. Returns ``(loss, extras)`` with detached 0-d extras.
+
+Data parallel (``agent.distributed``, torchrun): the functions take a ``BatchAxis`` over the sequences of
+all ranks. V-MPO's top-k, ``psi`` and ``L_eta`` run on the gathered ``[W*B]`` advantages; batch means
+(DAR, AWR, the KL) divide by the global count; the returned loss is this rank's share of the global loss.
+GRPO's token mean stays per rank (the share is loss / W, the mean over ranks, as in TRL).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import math
 
 import torch
 
+from agent.distributed import LOCAL, BatchAxis
 from agent.ppo import ppo_loss
 from agent.vmpo import (
     categorical_kl,
@@ -88,6 +94,7 @@ def vmpo_sequence_loss(
     eta: torch.Tensor | float,
     topk_fraction: float,
     eps_eta: float,
+    axis: BatchAxis = LOCAL,
 ) -> tuple[torch.Tensor, Extras]:
     r"""Sequence-level V-MPO ``L_pi + L_eta`` (seed 000 §6 "Sequence-Level V-MPO at LLM Scale").
 
@@ -103,22 +110,23 @@ def vmpo_sequence_loss(
         eta: temperature (``LagrangeMultiplier.value()``; gradient reaches it through ``L_eta`` only).
         topk_fraction: ``rho`` in (0, 1].
         eps_eta: E-step KL bound.
+        axis: the sequences of all data-parallel ranks form the E-step's batch.
 
     Returns:
         ``(loss, extras)``: extras ``loss/policy``, ``loss/eta``, ``vmpo/eta``, ``vmpo/kl_psi``,
         ``vmpo/num_selected``, ``vmpo/adv_topk_mean``, ``vmpo/adv_topk_min``, ``vmpo/ess``, ``vmpo/ess_frac``.
     """
     _check_batch(seq_log_probs, advantages=advantages, valid=valid)
-    adv = advantages.detach().float()
-    selected = topk_mask(adv, valid, topk_fraction)
+    adv = axis.gather(advantages.detach().float(), dim=0)  # [W*B]
+    selected = topk_mask(adv, axis.gather(valid.bool(), dim=0), topk_fraction)
     psi = e_step_weights(adv, selected, eta)
-    loss_pi = policy_loss(seq_log_probs, psi)
-    loss_eta, extras_eta = temperature_loss(eta, adv, selected, eps_eta)
+    loss_pi = policy_loss(seq_log_probs, axis.local(psi, dim=0))  # this rank's sequences
+    loss_eta, extras_eta = temperature_loss(eta, adv, selected, eps_eta)  # the same on every rank
     with torch.no_grad():
         n_sel = selected.sum().float()
         ess = effective_sample_size(psi)
         extras = {
-            "loss/policy": loss_pi.detach(),
+            "loss/policy": axis.sum(loss_pi),
             **extras_eta,
             "vmpo/num_selected": n_sel,
             "vmpo/adv_topk_mean": torch.where(selected, adv, torch.zeros_like(adv)).sum()
@@ -129,7 +137,7 @@ def vmpo_sequence_loss(
             "vmpo/ess": ess,
             "vmpo/ess_frac": ess / n_sel.clamp_min(1),
         }
-    return loss_pi + loss_eta, extras
+    return loss_pi + loss_eta / axis.world, extras
 
 
 def reference_kl_loss(
@@ -138,6 +146,7 @@ def reference_kl_loss(
     logits: torch.Tensor,
     mask: torch.Tensor,
     eps_alpha: float,
+    axis: BatchAxis = LOCAL,
 ) -> tuple[torch.Tensor, Extras]:
     r"""KL trust region to a reference policy with dual ``alpha`` (seed 000 §5 eq. (1)), per token:
     ``alpha (eps_alpha - sg[KL]) + sg[alpha] KL``, ``KL = mean_{mask} KL(pi_ref(.|s_t) || pi_theta(.|s_t))``
@@ -151,7 +160,7 @@ def reference_kl_loss(
             "need [B, T, V], [B, T, V], [B, T]"
         )
     kl = categorical_kl(ref_logits, logits)
-    return trust_region_loss(alpha, kl, mask, eps_alpha)
+    return trust_region_loss(alpha, kl, mask, eps_alpha, axis)
 
 
 def dar_weights(
@@ -191,6 +200,7 @@ def dar_loss(
     alpha: float,
     beta: float,
     weight_clip: float,
+    axis: BatchAxis = LOCAL,
 ) -> tuple[torch.Tensor, Extras]:
     """DAR M-step ``-mean_valid w_i log pi_theta(y_i|x_i)`` with :func:`dar_weights` (seed 000 §7)."""
     _check_batch(
@@ -201,12 +211,13 @@ def dar_loss(
     w = torch.where(
         v, dar_weights(advantages, ref_seq_log_probs, old_seq_log_probs, alpha, beta, weight_clip), 0.0
     )
-    loss = policy_loss(seq_log_probs, w / v.sum().clamp_min(1).float())
+    count = axis.sum(v.sum()).clamp_min(1).float()  # valid sequences of all ranks
+    loss = policy_loss(seq_log_probs, w / count)
     extras = {
-        "loss/policy": loss.detach(),
-        "dar/weight_mean": w.sum() / v.sum().clamp_min(1),
-        "dar/weight_max": w.max(),
-        "dar/clipfrac": (w >= weight_clip * (1 - 1e-6)).float().sum() / v.sum().clamp_min(1),
+        "loss/policy": axis.sum(loss),
+        "dar/weight_mean": axis.sum(w.sum()) / count,
+        "dar/weight_max": axis.max(w.max()),
+        "dar/clipfrac": axis.sum((w >= weight_clip * (1 - 1e-6)).float().sum()) / count,
         "dar/ess": effective_sample_size(w),
     }
     return loss, extras
@@ -218,6 +229,7 @@ def awr_loss(
     valid: torch.Tensor,
     beta: float,
     weight_clip: float,
+    axis: BatchAxis = LOCAL,
 ) -> tuple[torch.Tensor, Extras]:
     """AWR M-step ``-mean_valid min(exp(A_i / beta), w_max) log pi_theta(y_i|x_i)`` (seed 000 §7)."""
     _check_batch(seq_log_probs, advantages=advantages, valid=valid)
@@ -228,11 +240,12 @@ def awr_loss(
     v = valid.bool()
     log_w = (advantages.detach().float() / beta).clamp_max(math.log(weight_clip))
     w = torch.where(v, torch.exp(log_w), 0.0)
-    loss = policy_loss(seq_log_probs, w / v.sum().clamp_min(1).float())
+    count = axis.sum(v.sum()).clamp_min(1).float()  # valid sequences of all ranks
+    loss = policy_loss(seq_log_probs, w / count)
     extras = {
-        "loss/policy": loss.detach(),
-        "awr/weight_mean": w.sum() / v.sum().clamp_min(1),
-        "awr/weight_max": w.max(),
+        "loss/policy": axis.sum(loss),
+        "awr/weight_mean": axis.sum(w.sum()) / count,
+        "awr/weight_max": axis.max(w.max()),
         "awr/ess": effective_sample_size(w),
     }
     return loss, extras

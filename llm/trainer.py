@@ -10,6 +10,10 @@ Run directory layout::
 
 A checkpoint names its model folder; the folder is complete before the checkpoint exists (temp dir +
 rename), so the newest loadable checkpoint always points to a complete model.
+
+Under torchrun every rank samples its own prompts and completions; rank 0 alone evaluates, logs and
+saves (a resumed run reads the model folder, so ranks on several nodes need the run directory on a
+shared filesystem).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from agent.checkpoint import list_checkpoints, save_checkpoint
+from agent.distributed import LOCAL, BatchAxis, check_replicas, guarded
 from configs import config_to_dict
 from llm.learner import SequenceLearner
 from llm.models import Codec, load_policy
@@ -94,12 +99,19 @@ class LLMCounters:
 class LLMTrainer:
     """Owns task, policy, learner, writer and counters for one run directory."""
 
-    def __init__(self, cfg: Any, run_dir: Path, checkpoint: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, cfg: Any, run_dir: Path, checkpoint: dict[str, Any] | None = None, axis: BatchAxis = LOCAL
+    ) -> None:
         self.cfg = cfg
         self.run_dir = run_dir
+        self.axis = axis
         t = cfg.train
-        self.device = torch.device("cuda" if t.device == "auto" and torch.cuda.is_available() else
-                                   ("cpu" if t.device == "auto" else t.device))  # fmt: skip
+        name = (
+            "cuda"
+            if t.device == "auto" and torch.cuda.is_available()
+            else ("cpu" if t.device == "auto" else t.device)
+        )
+        self.device = torch.device("cuda", axis.local_rank) if name == "cuda" else torch.device(name)
         if t.torch_threads:
             torch.set_num_threads(t.torch_threads)
         torch.manual_seed(t.seed)
@@ -117,17 +129,27 @@ class LLMTrainer:
             if self.learner.needs_ref:
                 ref, _ = load_policy(cfg.model, self.task.alphabet(), run_dir / MODELS_DIR / REF_DIR)
                 self.learner.ref = ref.to(self.device).eval().requires_grad_(False)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-        purge = self._step() + 1 if checkpoint else None
-        self.writer = SummaryWriter(str(run_dir), purge_step=purge)
+        if axis.distributed:  # the same parameters everywhere; each rank its own prompts and samples
+            self.learner.distribute(axis)
+            shard_seed = t.seed + 7_919 * axis.rank + 10_007 * self.counters.num_updates
+            torch.manual_seed(shard_seed)
+            self.task.reseed(shard_seed)
+        self.writer: SummaryWriter | None = None
+        if axis.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+            purge = self._step() + 1 if checkpoint else None
+            self.writer = SummaryWriter(str(run_dir), purge_step=purge)
 
     def _step(self) -> int:
         """TensorBoard x-axis: SFT steps then RL updates, one shared counter."""
         return self.counters.sft_steps + self.counters.num_updates
 
     # ---------------------------------------------------------------- checkpoints
-    def save(self) -> Path:
+    def save(self) -> Path | None:
+        """Rank 0 saves the model folder and the checkpoint (every rank holds the same state)."""
+        if self.writer is None:
+            return None
         self.writer.flush()
         name = f"update_{self.counters.num_updates:09d}"
         _save_pretrained_atomic(self.policy, self.codec, self.run_dir / MODELS_DIR / name)
@@ -151,11 +173,15 @@ class LLMTrainer:
     def log(self, prefix: str, metrics: dict[str, float]) -> None:
         """Scalars under ``prefix/`` (TRL's names: ``train/reward``, ``train/kl`` ...); keys already in an
         algorithm namespace (``vmpo/eta``, ``loss/policy``, ``ppo/clipfrac`` ...) are logged as they are."""
+        if self.writer is None:
+            return
         for key, value in metrics.items():
             tag = key if "/" in key and key.split("/")[0] in NAMESPACES else f"{prefix}/{key}"
             self.writer.add_scalar(tag, value, self._step())
 
     def evaluate(self) -> dict[str, float]:
+        if not self.axis.is_main:
+            return {}
         s = self.cfg.sample
         result = evaluate(self.policy, self.codec, self.task, self.eval_examples, s.max_new_tokens,
                           temperature=s.temperature)  # fmt: skip
@@ -166,7 +192,7 @@ class LLMTrainer:
         t = self.cfg.train
         for _ in range(self.counters.sft_steps, t.sft_steps):
             batch = sft_batch(self.codec, self.task.sample(t.sft_batch), self.device)
-            metrics = self.learner.sft_step(batch)
+            metrics = guarded(self.axis, self.run_dir, self.learner.sft_step, batch)
             self.counters.sft_steps += 1
             if self.counters.sft_steps % t.log_interval == 0:
                 self.log("sft", {k.split("/", 1)[1]: v for k, v in metrics.items()})
@@ -188,9 +214,20 @@ class LLMTrainer:
             rollout = sample_completions(self.policy, self.codec, examples, s.completions_per_prompt,
                                          s.max_new_tokens, s.temperature, s.top_k)  # fmt: skip
             rewards = torch.tensor([self.task.reward(e, y) for e, y in zip(rollout.examples, rollout.texts)])
-            metrics = self.learner.update(rollout, rewards)
+            metrics = guarded(self.axis, self.run_dir, self.learner.update, rollout, rewards)
             self.counters.num_updates = self.learner.num_updates
-            self.counters.samples += len(rollout.texts)
+            self.counters.samples += len(rollout.texts) * self.axis.world
+            interval = t.sync_check_interval
+            if self.axis.distributed and interval and self.counters.num_updates % interval == 0:
+                guarded(
+                    self.axis,
+                    self.run_dir,
+                    check_replicas,
+                    self.learner,
+                    self.axis,
+                    self.counters.num_updates,
+                )
+                self.log("dist", {"replicas_in_sync": 1.0})
             self.counters.wall_time = time.time() - start
             if self.counters.num_updates % t.log_interval == 0:
                 self.log("train", metrics)
@@ -203,7 +240,8 @@ class LLMTrainer:
         bar.close()
         after = self.evaluate()
         self.save()
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
         summary = {f"after/{k}": v for k, v in after.items()}
         summary.update({f"before/{k}": v for k, v in before.items()})
         summary["wall_time"] = time.time() - start

@@ -17,6 +17,7 @@ from agent import distributed
 from agent.learner import make_learner
 from agent.rollout import Actor
 from configs import load_config
+from llm.losses import vmpo_sequence_loss
 from networks.agent_net import AgentNet
 
 OVERRIDES = [
@@ -53,6 +54,7 @@ def main(out: str) -> None:
         actor.refresh()
     torch.save(
         {
+            "sequence": sequence_vmpo(axis),
             "reference": {k: v.detach().clone() for k, v in reference.state_dict().items()},
             "ddp": {k: v.detach().clone() for k, v in learner.state_dict().items()},
             "ref_metrics": ref_metrics,
@@ -62,6 +64,28 @@ def main(out: str) -> None:
         f"{out}/rank{axis.rank}.pt",
     )
     distributed.shutdown(axis)
+
+
+def sequence_vmpo(axis: distributed.BatchAxis) -> dict[str, torch.Tensor]:
+    """The LLM adapter's sequence-level V-MPO on 8 sequences, 4 per rank, against one process on all 8."""
+    g = torch.Generator().manual_seed(3)
+    seq_lp, adv, valid = (
+        torch.randn(8, generator=g),
+        torch.randn(8, generator=g),
+        torch.rand(8, generator=g) > 0.2,
+    )
+    ref_lp, ref_eta = seq_lp.clone().requires_grad_(True), torch.tensor(0.7, requires_grad=True)
+    ref_loss, _ = vmpo_sequence_loss(ref_lp, adv, valid, ref_eta, 0.5, 0.1)
+    ref_loss.backward()
+    mine = slice(4 * axis.rank, 4 * axis.rank + 4)
+    lp, eta = seq_lp[mine].clone().requires_grad_(True), torch.tensor(0.7, requires_grad=True)
+    share, _ = vmpo_sequence_loss(lp, adv[mine], valid[mine], eta, 0.5, 0.1, axis)
+    share.backward()
+    return {
+        "ref_loss": ref_loss.detach(), "loss": axis.sum(share),
+        "ref_grad": ref_lp.grad[mine], "grad": lp.grad,
+        "ref_eta_grad": ref_eta.grad, "eta_grad": axis.sum(eta.grad),
+    }  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -69,6 +69,10 @@ def test_ddp_update_equals_the_single_process_update_on_the_concatenated_batch(t
     assert code == 0, out[-3000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
     assert ranks[0]["digest"] == ranks[1]["digest"], "replicas differ after the updates"
+    for result in ranks:  # the LLM adapter's sequence-level E-step over the sequences of both ranks
+        seq = result["sequence"]
+        for name in ("loss", "grad", "eta_grad"):
+            torch.testing.assert_close(seq[name], seq[f"ref_{name}"], rtol=1e-6, atol=1e-7, msg=name)
     for result in ranks:
         for ref, got in zip(result["ref_metrics"], result["metrics"], strict=True):
             for key in COMPARED:
