@@ -36,6 +36,7 @@ def check_range(
 
 ENV_FAMILIES = ("atari", "minigrid", "popgym", "memory", "dmlab")
 ATARI_PROTOCOLS = ("dqn", "machado")
+TASK_SAMPLING = ("fixed", "episode")
 
 
 @dataclass
@@ -56,6 +57,10 @@ class EnvConfig:
     image_size: int = 84  # Atari frame side (84x84 grey)
     frame_stack: int = 4
     full_action_space: bool = False  # Atari: 18 actions whatever the protocol (multi-task suites force it)
+    # Atari suites (name=atari57 | atari10 | GAME,GAME,...): which game each env slot plays. fixed: one game
+    # per slot for the whole run (as the V-MPO paper's actors); episode: a slot draws its next game uniformly
+    # from the suite at every real episode end (envs/multitask.py). One game: no effect.
+    task_sampling: str = "fixed"
     # DeepMind Lab (envs/dmlab.py)
     dmlab_width: int = 96  # RGB_INTERLEAVED width (IMPALA / V-MPO: 96x72)
     dmlab_height: int = 72
@@ -69,6 +74,12 @@ class EnvConfig:
     def __post_init__(self) -> None:
         check_choice("env.family", self.family, ENV_FAMILIES)
         check_choice("env.protocol", self.protocol, ATARI_PROTOCOLS)
+        check_choice("env.task_sampling", self.task_sampling, TASK_SAMPLING)
+        if self.task_sampling != "fixed" and self.family != "atari":
+            raise ConfigError(
+                f"env.task_sampling={self.task_sampling!r} needs env.family='atari' (a game suite), "
+                f"not {self.family!r}; accepted values for {self.family}: fixed"
+            )
         check_range("env.num_envs", self.num_envs, 1)
         check_range("env.num_threads", self.num_threads, 0)
         check_range("env.max_episode_frames", self.max_episode_frames, 1)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from configs.schema import EnvConfig
-from envs.base import EpisodeTracker, StepResult, check_actions, clip_reward, unknown_name_error
+from envs.base import EpisodeTracker, Info, StepResult, check_actions, clip_reward, unknown_name_error
 
 # The 57 games of the Atari-57 suite (Bellemare et al. 2013; Mnih et al. 2015; Badia et al. 2020).
 ATARI57: list[str] = [
@@ -146,16 +146,42 @@ class AtariVecEnv:
 
     def step(self, actions: np.ndarray) -> StepResult:
         """Step all envs; the reward is clipped if ``clip_rewards``, ``info`` holds the raw episode stats."""
+        self.step_async(actions)  # envpool's own step() is this send + recv
+        return self.step_wait()
+
+    def step_async(self, actions: np.ndarray) -> None:
+        """Hand ``actions`` to envpool's worker threads and return at once; :meth:`step_wait` collects.
+
+        Lets a caller with many pools (``envs/multitask.py``) run them in parallel.
+        """
         actions = check_actions(actions, self.num_envs, self.num_actions)
-        actions = np.where(actions < self._legal_actions, actions, 0)
-        obs, raw_reward, terminated, truncated, env_info = self._env.step(actions)
+        self._env.send(np.where(actions < self._legal_actions, actions, 0))
+
+    def step_wait(self) -> StepResult:
+        """The step started by :meth:`step_async` (same result as :meth:`step`)."""
+        obs, raw_reward, terminated, truncated, env_info = self._env.recv()
         terminated, truncated = terminated.astype(bool), truncated.astype(bool)
         game_over = env_info["terminated"].astype(bool) | truncated
-        info = self._tracker.update(raw_reward, ~self._resetting, game_over)
-        info["episode_frames"] = info["episode_length"] * self._frame_skip
-        info["task_id"] = np.zeros(self.num_envs, np.int64)
+        info = self._info(raw_reward, ~self._resetting, game_over)
         self._resetting = terminated | truncated
         return obs, clip_reward(raw_reward, self._clip), terminated, truncated, info
+
+    def reset_step(self) -> StepResult:
+        """Reset every env and report it as an autoreset step: first obs, reward 0, not done, no episode.
+
+        A pool made mid-run (``envs/multitask.py``) starts its first episode with this instead of a step.
+        """
+        obs = self.reset()
+        zeros = np.zeros(self.num_envs, bool)
+        info = self._info(np.zeros(self.num_envs), zeros, zeros)
+        return obs, clip_reward(np.zeros(self.num_envs), self._clip), zeros, zeros.copy(), info
+
+    def _info(self, raw_reward: np.ndarray, applied: np.ndarray, game_over: np.ndarray) -> Info:
+        """The ``episode_*`` entries (see ``envs/base.py``) after one step, and ``task_id`` 0."""
+        info = self._tracker.update(raw_reward, applied, game_over)
+        info["episode_frames"] = info["episode_length"] * self._frame_skip
+        info["task_id"] = np.zeros(self.num_envs, np.int64)
+        return info
 
     def close(self) -> None:
         """Stop envpool's worker threads."""

@@ -15,7 +15,8 @@ from envs.popgym_tasks import PopGymVecEnv
 
 
 def _atari(cfg: EnvConfig) -> VecEnv:
-    """One game, or a suite (``atari57``, ``atari10``, ``Pong,Breakout,...``) as a multi-task env."""
+    """One game, or a suite (``atari57``, ``atari10``, ``Pong,Breakout,...``) as a multi-task env whose
+    slots keep their game or draw one per episode (``env.task_sampling``, ``envs/multitask.py``)."""
     games = atari_suite_games(cfg.name)
     return AtariVecEnv(cfg) if games is None else make_atari_suite(cfg, games)
 
