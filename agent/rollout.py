@@ -82,7 +82,8 @@ class Actor:
         self.first = torch.ones(n, dtype=torch.bool, device=device)
         self.prev_action = torch.zeros(n, dtype=torch.long, device=device)
         self.prev_reward = torch.zeros(n, dtype=torch.float32, device=device)
-        self.task_id = torch.zeros(n, dtype=torch.long, device=device)
+        tasks = env.slot_tasks() if hasattr(env, "slot_tasks") else np.zeros(n, np.int64)  # multi-task envs
+        self.task_id = torch.as_tensor(tasks, dtype=torch.long, device=device)
         self.prev_done = torch.zeros(n, dtype=torch.bool, device=device)  # -> this step is a reset step
         self.state: State = net.initial_state(n, device)
 

@@ -143,8 +143,9 @@ class Trainer:
         # A resumed run cannot restore the emulators' state: it reseeds them so that it does not replay
         # the episodes of the first segment. Rank r plays global env slots [first, first + n).
         num_envs, first_slot = shard_slots(cfg.env.num_envs, axis)
-        env_seed = cfg.env.seed + 10_007 * self.counters.num_updates + first_slot
-        self.env = envs.make(dataclasses.replace(cfg.env, num_envs=num_envs, seed=env_seed))
+        env_seed = cfg.env.seed + 10_007 * self.counters.num_updates
+        slots = range(first_slot, first_slot + num_envs)
+        self.env = envs.make(dataclasses.replace(cfg.env, seed=env_seed), slots)
         if cfg.net.num_tasks != len(self.env.task_names):  # one PopArt value head per task of the env
             cfg = dataclasses.replace(
                 cfg, net=dataclasses.replace(cfg.net, num_tasks=len(self.env.task_names))

@@ -56,6 +56,10 @@ class VecEnv(Protocol):
         ...
 
 
+# Multi-task envs also offer ``slot_tasks() -> [N] int64``: the task of each slot's current observation
+# (right after ``reset``), so that the actor's first step already uses the right value head.
+
+
 class EpisodeTracker:
     """Accumulates the raw (unclipped) return and length of each env's *real* episode.
 

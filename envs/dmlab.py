@@ -248,7 +248,7 @@ def _check_frame_spec(lab: Any, shape: tuple[int, int, int]) -> None:
 class DMLabVecEnv:
     """``num_envs`` DeepMind Lab levels in worker processes behind the :class:`envs.base.VecEnv` protocol."""
 
-    def __init__(self, cfg: EnvConfig, lab_module: str | None = None) -> None:
+    def __init__(self, cfg: EnvConfig, lab_module: str | None = None, slots: range | None = None) -> None:
         self.settings = settings = DMLabSettings.from_config(cfg)
         module = lab_module or LAB_MODULE
         if importlib.util.find_spec(module) is None:
@@ -257,13 +257,15 @@ class DMLabVecEnv:
                 "not installed; use the Docker image built with WITH_DMLAB=1 (docs/docker.md) "
                 "or build it from source"
             )
-        self.num_envs = cfg.num_envs
+        slots = range(cfg.num_envs) if slots is None else slots  # a torchrun rank's part of the workers
+        self.num_envs = len(slots)
         self.observation_shape = (3, settings.height, settings.width)
         self.observation_dtype = np.dtype(np.uint8)
         self.num_actions = len(DMLAB_ACTION_SET)
         self.task_names = resolve_levels(cfg.name)
-        self._task_id = np.arange(self.num_envs, dtype=np.int64) % len(self.task_names)
+        self._task_id = np.arange(slots.start, slots.stop, dtype=np.int64) % len(self.task_names)
         self.levels = [self.task_names[task] for task in self._task_id]
+        self.slot_tasks = self._task_id.copy  # the level of each worker (the actor's first task ids)
         self._clip = cfg.clip_rewards
         self._tracker = EpisodeTracker(self.num_envs)
         self._done = np.zeros(self.num_envs, bool)
@@ -285,7 +287,7 @@ class DMLabVecEnv:
                 "renderer": settings.renderer,
                 "instr": settings.instructions == "tokens",
                 "shape": self.observation_shape,
-                "seed": cfg.seed + i,
+                "seed": cfg.seed + slots.start + i,
                 "repeat": settings.action_repeat,
             }
             parent, child = context.Pipe()

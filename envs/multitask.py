@@ -54,9 +54,15 @@ def slot_counts(num_envs: int, num_games: int) -> list[int]:
 
 
 class MultiTaskVecEnv:
-    """Per-task VecEnvs concatenated behind the :class:`envs.base.VecEnv` protocol (``fixed`` sampling)."""
+    """Per-task VecEnvs concatenated behind the :class:`envs.base.VecEnv` protocol (``fixed`` sampling).
 
-    def __init__(self, envs: list[VecEnv]) -> None:
+    ``tasks[k]`` is the index in ``task_names`` of ``envs[k]``'s task (default: ``k``, with ``task_names``
+    the envs' own); a shard of a suite holds pools for some of its games only but keeps the whole list.
+    """
+
+    def __init__(
+        self, envs: list[VecEnv], tasks: list[int] | None = None, task_names: list[str] | None = None
+    ) -> None:
         spaces = {(tuple(e.observation_shape), e.num_actions) for e in envs}
         if len(spaces) != 1:
             raise ValueError(f"multi-task envs must share (observation shape, actions), got {sorted(spaces)}")
@@ -67,8 +73,13 @@ class MultiTaskVecEnv:
         self.observation_shape = envs[0].observation_shape
         self.observation_dtype = envs[0].observation_dtype
         self.num_actions = envs[0].num_actions
-        self.task_names = [name for e in envs for name in e.task_names]
-        self._task_of_slot = np.repeat(np.arange(len(envs)), self._sizes)
+        self.task_names = task_names or [name for e in envs for name in e.task_names]
+        tasks = list(range(len(envs))) if tasks is None else tasks
+        self._task_of_slot = np.repeat(np.asarray(tasks, np.int64), self._sizes)
+
+    def slot_tasks(self) -> np.ndarray:
+        """The task of each slot, ``[N]`` int64 (the ``task_id`` of its observations)."""
+        return self._task_of_slot.copy()
 
     def reset(self) -> np.ndarray:
         return np.concatenate([e.reset() for e in self._envs])
@@ -114,19 +125,23 @@ class TaskResamplingVecEnv:
     generators spawned from ``cfg.seed``.
     """
 
-    def __init__(self, cfg: EnvConfig, games: list[str], max_idle: int | None = None) -> None:
+    def __init__(
+        self, cfg: EnvConfig, games: list[str], max_idle: int | None = None, slots: range | None = None
+    ) -> None:
         if max_idle is not None and max_idle < 0:
             raise ValueError(f"max_idle={max_idle} must be >= 0")
+        slots = range(cfg.num_envs) if slots is None else slots  # a torchrun rank's part of the slots
         self._cfg = dataclasses.replace(cfg, num_envs=1, num_threads=1, full_action_space=True)
         self.task_names = list(games)
-        self.num_envs = cfg.num_envs
-        self.max_idle = cfg.num_envs + len(games) if max_idle is None else max_idle
+        self.num_envs = len(slots)
+        self.max_idle = self.num_envs + len(games) if max_idle is None else max_idle
         self.max_emulators = self.num_envs + self.max_idle
+        entropy = cfg.seed if slots.start == 0 else [cfg.seed, slots.start]  # one stream per shard
         self._game_rng, self._seed_rng = (
-            np.random.default_rng(s) for s in np.random.SeedSequence(cfg.seed).spawn(2)
+            np.random.default_rng(s) for s in np.random.SeedSequence(entropy).spawn(2)
         )
-        first_tasks = np.repeat(np.arange(len(games)), slot_counts(cfg.num_envs, len(games)))
-        self._slots = [self._make(int(task), cfg.seed + i) for i, task in enumerate(first_tasks)]
+        first_tasks = np.repeat(np.arange(len(games)), slot_counts(cfg.num_envs, len(games)))[slots]
+        self._slots = [self._make(int(task), cfg.seed + i) for i, task in zip(slots, first_tasks)]
         self._idle: list[_Emulator] = []  # oldest first
         self._episode_ended = np.zeros(self.num_envs, bool)  # the slot draws its next game at the next step
         self.observation_shape = self._slots[0].env.observation_shape
@@ -191,19 +206,29 @@ class TaskResamplingVecEnv:
             emulator.env.close()
 
 
-def make_atari_suite(cfg: EnvConfig, games: list[str]) -> MultiTaskVecEnv | TaskResamplingVecEnv:
-    """``cfg.num_envs`` slots over ``games``: fixed to a game (grouped, at least one each) or re-sampled."""
+def make_atari_suite(
+    cfg: EnvConfig, games: list[str], slots: range | None = None
+) -> MultiTaskVecEnv | TaskResamplingVecEnv:
+    """``cfg.num_envs`` slots over ``games``: fixed to a game (grouped, at least one each) or re-sampled.
+
+    ``slots``: the global slots this process plays (a torchrun rank's shard); each keeps the game and the
+    seed it has in the whole env, so the ranks' shards spread the suite's games over the ranks.
+    """
+    slots = range(cfg.num_envs) if slots is None else slots
     if cfg.task_sampling == "episode":
-        return TaskResamplingVecEnv(cfg, games)
+        return TaskResamplingVecEnv(cfg, games, slots=slots)
     if cfg.num_envs < len(games):
         raise ValueError(
             f"env.num_envs={cfg.num_envs} is smaller than the {len(games)} games of env.name={cfg.name!r}; "
             f"accepted: env.num_envs >= {len(games)} (or env.task_sampling=episode)"
         )
+    layout = np.repeat(np.arange(len(games)), slot_counts(cfg.num_envs, len(games)))  # game of each slot
     envs: list[VecEnv] = []
-    seed = cfg.seed
-    for game, count in zip(games, slot_counts(cfg.num_envs, len(games))):
-        game_cfg = dataclasses.replace(cfg, name=game, num_envs=count, seed=seed, full_action_space=True)
+    tasks: list[int] = []
+    for task in np.unique(layout[slots]):  # the grouped layout keeps each game's slots contiguous
+        mine = [i for i in slots if layout[i] == task]
+        game_cfg = dataclasses.replace(cfg, name=games[task], num_envs=len(mine), seed=cfg.seed + mine[0],
+                                       full_action_space=True)  # fmt: skip
         envs.append(AtariVecEnv(game_cfg))
-        seed += count
-    return MultiTaskVecEnv(envs)
+        tasks.append(int(task))
+    return MultiTaskVecEnv(envs, tasks, list(games))
