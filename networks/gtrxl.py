@@ -12,9 +12,10 @@ Attention semantics (the contract the tests check)
 - The memory of a layer is its last ``M`` *inputs* (detached), kept in a ring buffer: ``pos`` is the slot
   that holds the oldest step, which the next step overwrites, so slot ``m`` holds the step at distance
   ``M - ((m - pos) mod M)`` from the next query (``pos = 0``: oldest first). ``step`` writes one slot per
-  layer in place (O(1) copies); ``unroll`` reads the ring in chronological order and writes its final
-  state back at ``pos + T`` (one O(M) gather per segment), so both leave the same layout. Slots not yet
-  filled, or from an earlier episode, are marked invisible by ``valid``.
+  layer in place (O(1) copies) and attends over the ring where it lies, the current token joining
+  through its score (no O(M) concatenation per layer); ``unroll`` reads the ring in chronological order
+  and writes its final state back at ``pos + T`` (one O(M) gather per segment), so both leave the same
+  layout. Slots not yet filled, or from an earlier episode, are marked invisible by ``valid``.
 - ``step`` (one token, cached keys/values), ``unroll`` (``T`` tokens from a stored memory) and a
   full-history recompute with the window mask are the same function.
 
@@ -35,6 +36,7 @@ such as ``{k: v.clone()}`` or ``{k: v[idx]}``) is copied once by the first ``ste
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -121,7 +123,8 @@ class RelativeMultiHeadAttention(nn.Module):
     ``score(i, j) = [(q_i + u) . k_j + (q_i + v) . W_r R_{i-j}] / sqrt(Dh)``, softmax over visible keys.
     The positional term and the mask enter ``scaled_dot_product_attention`` as an additive float
     ``attn_mask``; ``use_sdpa=False`` computes the same with an explicit einsum softmax (the reference
-    the tests compare against, gradients included).
+    the tests compare against, gradients included). Acting (:meth:`step`: one token, ring-ordered cache)
+    has its own path that reads the cache in place (tested equal to :meth:`forward`).
     """
 
     def __init__(self, d_model: int, num_heads: int, head_dim: int, use_sdpa: bool = True):
@@ -168,16 +171,13 @@ class RelativeMultiHeadAttention(nn.Module):
         k: torch.Tensor,
         v: torch.Tensor,
         mask: torch.Tensor,
-        key_dist: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Attend from the current tokens to ``[memory; current]``.
+        """Attend from the current tokens to ``[memory; current]`` (memory in chronological order).
 
         Args:
             h: [B, T, d] current (normed) layer inputs, used for the queries.
             k, v: [B, M + T, H, Dh] keys/values of memory then current tokens.
             mask: [B, T, M + T] bool visibility (see :func:`window_episode_mask`).
-            key_dist: optional [B, M + 1] long distance of each key from the query, for ``T = 1`` with
-                the memory in ring order (``step``); ``None``: memory in chronological order.
         Returns:
             [B, T, d]
         """
@@ -186,10 +186,7 @@ class RelativeMultiHeadAttention(nn.Module):
         q = rearrange(self.q_proj(h), "b t (h e) -> b h t e", h=self.num_heads)
         pos = self.position_table(M, h.shape[-1], q)  # W_r R [H, M+1, Dh]
         pos_scores = torch.einsum("bhte,hre->bhtr", q + self.v[:, None].to(q.dtype), pos)  # [B, H, T, M+1]
-        if key_dist is None:
-            pos_scores = rel_shift(pos_scores, M + T)  # [B, H, T, M+T]: entry (t, j) = distance M + t - j
-        else:  # [B, H, 1, M+1]: entry (0, j) = distance key_dist[b, j]
-            pos_scores = pos_scores.gather(-1, key_dist[:, None, None, :].expand_as(pos_scores))
+        pos_scores = rel_shift(pos_scores, M + T)  # [B, H, T, M+T]: entry (t, j) = distance M + t - j
         scale = 1.0 / math.sqrt(self.head_dim)
         bias = (pos_scores * scale).masked_fill(~mask[:, None], float("-inf"))
         q_content = q + self.u[:, None].to(q.dtype)
@@ -200,6 +197,57 @@ class RelativeMultiHeadAttention(nn.Module):
             scores = torch.einsum("bhte,bhse->bhts", q_content, k.to(q.dtype)) * scale + bias
             out = torch.einsum("bhts,bhse->bhte", scores.softmax(dim=-1), v.to(q.dtype))
         return self.out_proj(rearrange(out, "b h t e -> b t (h e)"))
+
+    def step(
+        self,
+        h: torch.Tensor,
+        mem_k: torch.Tensor,
+        mem_v: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        bias: torch.Tensor,
+        key_index: torch.Tensor,
+    ) -> torch.Tensor:
+        """One query attending to the ring memory and to itself, without concatenating them (acting).
+
+        The same function as :meth:`forward` with ``T = 1`` over ``[memory; current]``, but the memory is
+        read where it lies (a strided slice of the cache) and the current key joins through its score only:
+        the scores ``[B, H, M + 1]`` are concatenated, never the keys/values ``[B, M, H, Dh]``. All heads
+        read the ring in one ``baddbmm`` / ``bmm`` each, against a block-diagonal ``[B, H, H * Dh]`` query
+        matrix (the off-diagonal blocks are zeros; the diagonal blocks of the value product are kept), so
+        the only O(M) work per layer is one pass over the keys, one over the values, and O(M) element-wise
+        ops on the ``[B, H, M + 1]`` scores. The attention runs in the cache's dtype with autocast off
+        (under bf16 autocast the fp32 ring is read as it is, not cast to bf16 each step).
+
+        Args:
+            h: [B, 1, d] current (normed) layer input, used for the query.
+            mem_k, mem_v: [B, M, H, Dh] cached keys/values in ring order.
+            k, v: [B, 1, H, Dh] key/value of the current token.
+            bias: [B, 1, M + 1] additive mask in the cache's dtype: 0 (visible) or -inf; last = current.
+            key_index: [B, H, M + 1] long distance of each key (ring slots, then the current token: 0).
+        Returns:
+            [B, 1, d]
+        """
+        B, M, H, E = mem_k.shape
+        dtype = mem_k.dtype
+        q = self.q_proj(h)  # [B, 1, H * Dh]
+        dev = q.device.type
+        with torch.autocast(dev, enabled=False) if torch.is_autocast_enabled(dev) else nullcontext():
+            q = q.reshape(B, H, E).to(dtype)
+            scale = 1.0 / math.sqrt(E)
+            pos = self.position_table(M, h.shape[-1], q)  # W_r R [H, M+1, Dh]
+            pos_scores = torch.einsum("bhe,hre->bhr", (q + self.v.to(dtype)) * scale, pos)  # by distance
+            scores = pos_scores.gather(-1, key_index).add_(bias)  # [B, H, M+1] by key: ring, current
+            q_content = (q + self.u.to(dtype)) * scale  # [B, H, Dh]
+            q_blocks = q_content.new_zeros(B, H, H, E)  # row h: q_h in column block h
+            q_blocks.diagonal(dim1=1, dim2=2).copy_(q_content.transpose(1, 2))
+            ring_k, ring_v = mem_k.reshape(B, M, H * E), mem_v.reshape(B, M, H * E)  # views of the slice
+            mem_scores = torch.baddbmm(scores[..., :M], q_blocks.view(B, H, H * E), ring_k.transpose(1, 2))
+            cur_scores = scores[..., M:] + (q_content * k[:, 0].to(dtype)).sum(-1, keepdim=True)
+            p = torch.cat([mem_scores, cur_scores], dim=-1).softmax(dim=-1)  # [B, H, M+1]
+            out = torch.bmm(p[..., :M], ring_v).view(B, H, H, E).diagonal(dim1=1, dim2=2)  # [B, Dh, H]
+            out = out.transpose(1, 2) + p[..., M:] * v[:, 0].to(dtype)  # [B, H, Dh]
+        return self.out_proj(out.reshape(B, 1, H * E))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -308,15 +356,32 @@ class TransformerXLLayer(nn.Module):
         mem_k: torch.Tensor,
         mem_v: torch.Tensor,
         mask: torch.Tensor,
-        key_dist: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x [B, T, d], mem_k/mem_v [B, M, H, Dh], mask [B, T, M+T] -> (x2 [B, T, d], k, v [B, T, H, Dh]).
-
-        ``key_dist`` (``T = 1``, memory in ring order): see :meth:`RelativeMultiHeadAttention.forward`.
-        """
+        """x [B, T, d], mem_k/mem_v [B, M, H, Dh] (chronological), mask [B, T, M+T]
+        -> (x2 [B, T, d], k, v [B, T, H, Dh])."""
         h = self.attn_input(x)
         k, v = self.attn.project_kv(h)
-        y = self.act(self.attn(h, torch.cat([mem_k, k], dim=1), torch.cat([mem_v, v], dim=1), mask, key_dist))
+        y = self.act(self.attn(h, torch.cat([mem_k, k], dim=1), torch.cat([mem_v, v], dim=1), mask))
+        return self._gates_and_mlp(x, y), k, v
+
+    def step(
+        self,
+        x: torch.Tensor,
+        mem_k: torch.Tensor,
+        mem_v: torch.Tensor,
+        bias: torch.Tensor,
+        key_index: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``forward`` for one token against the ring memory (no concatenation of the memory):
+        x [B, 1, d], mem_k/mem_v [B, M, H, Dh] (ring order) -> (x2 [B, 1, d], k, v [B, 1, H, Dh]).
+        ``bias``, ``key_index``: see :meth:`RelativeMultiHeadAttention.step`."""
+        h = self.attn_input(x)
+        k, v = self.attn.project_kv(h)
+        y = self.act(self.attn.step(h, mem_k, mem_v, k, v, bias, key_index))
+        return self._gates_and_mlp(x, y), k, v
+
+    def _gates_and_mlp(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The rest of the layer after attention: x the layer input, y = act(attn(...))."""
         x1 = self.gate1(x, y)
         if not self.pre_norm:
             x1 = self.norm1(x1)
@@ -324,7 +389,7 @@ class TransformerXLLayer(nn.Module):
         x2 = self.gate2(x1, y2)
         if not self.pre_norm:
             x2 = self.norm2(x2)
-        return x2, k, v
+        return x2
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -417,13 +482,18 @@ class TransformerCore(nn.Module):
         if not isinstance(state, StepState):
             memory, ks, vs = memory.detach().clone(), ks.detach().clone(), vs.detach().clone()
         slots = torch.arange(M, device=x.device)
-        # slot m holds chronological index c = (m - pos) mod M, at distance M - c from this query
-        key_dist = torch.cat([M - (slots[None, :] - pos[:, None]) % M, slots.new_zeros(B, 1)], dim=1)
-        mask = torch.cat([state["valid"] & ~first[:, None], first.new_ones(B, 1)], dim=1)[:, None]
+        # built once for all layers: key distances [B, H, M+1] (slot m holds chronological index
+        # c = (m - pos) mod M, at distance M - c from this query; the current token is at 0) and the
+        # additive mask [B, 1, M+1] (a reset hides the whole memory; the current token is always visible)
+        key_index = x.new_zeros(B, M + 1, dtype=torch.long)
+        key_index[:, :M] = M - (slots[None, :] - pos[:, None]) % M
+        key_index = key_index[:, None].expand(B, self.num_heads, M + 1)
+        bias = ks.new_zeros(B, 1, M + 1)
+        bias[:, 0, :M].masked_fill_(~state["valid"] | first[:, None], float("-inf"))
         h = x[:, None]  # [B, 1, d]
         rows = torch.arange(B, device=x.device)
         for i, layer in enumerate(self.layers):
-            out, k, v = layer(h, ks[:, i], vs[:, i], mask, key_dist)
+            out, k, v = layer.step(h, ks[:, i], vs[:, i], bias, key_index)
             if M:  # O(1) per layer: the oldest slot takes the current token
                 memory[rows, i, pos] = h[:, 0].detach().to(memory.dtype)
                 ks[rows, i, pos] = k[:, 0].detach().to(ks.dtype)

@@ -349,3 +349,59 @@ def test_bf16_step_keeps_fp32_ring_storage() -> None:
     for key in ("memory", "k", "v"):
         assert state[key].dtype == unrolled[key].dtype == torch.float32, key
         torch.testing.assert_close(state[key], unrolled[key], atol=0.1, rtol=0.1)
+
+
+@pytest.mark.parametrize("M", [1, 7])
+def test_step_attention_over_the_ring_equals_attention_over_the_concatenated_window(M: int) -> None:
+    """``attn.step`` (ring read in place as a strided slice, current token joined by its score only) ==
+    ``attn.forward`` over ``[memory in chronological order; current]``, gradients included."""
+    torch.manual_seed(3)
+    B, L, d, H, E = 4, 3, 12, 3, 5
+    attn = make_core("gtrxl", "gru", memory_length=M, num_heads=H, head_dim=E).layers[0].attn
+    cache_k, cache_v = torch.randn(2, B, L, M, H, E, dtype=torch.float64)
+    mem_k, mem_v = cache_k[:, 1], cache_v[:, 1]  # [B, M, H, E], strided like the core's layer slice
+    h = torch.randn(B, 1, d, dtype=torch.float64)
+    k, v = attn.project_kv(h)
+    pos = torch.tensor([0, 1 % M, (M - 1), 3 % M])  # a different ring pointer per env
+    valid = torch.rand(B, M) < 0.7
+    first = torch.tensor([False, False, True, False])
+
+    slots = torch.arange(M)
+    chrono = (pos[:, None] + slots[None, :]) % M  # chronological c is ring slot (pos + c) mod M
+    key_index = torch.cat([M - (slots[None, :] - pos[:, None]) % M, torch.zeros(B, 1, dtype=torch.long)], 1)
+    bias = torch.zeros(B, 1, M + 1, dtype=torch.float64)
+    bias[:, 0, :M].masked_fill_(~valid | first[:, None], float("-inf"))
+    fast = attn.step(h, mem_k, mem_v, k, v, bias, key_index[:, None].expand(B, H, M + 1))
+
+    def take(x: torch.Tensor) -> torch.Tensor:  # ring slots -> chronological
+        return torch.take_along_dim(x, chrono[:, :, None, None], dim=1)
+
+    mask = torch.cat(
+        [torch.take_along_dim(valid, chrono, 1) & ~first[:, None], torch.ones(B, 1, dtype=torch.bool)], 1
+    )
+    ref = attn(h, torch.cat([take(mem_k), k], 1), torch.cat([take(mem_v), v], 1), mask[:, None])
+    torch.testing.assert_close(fast, ref, atol=1e-12, rtol=0)
+    params = [attn.u, attn.v, *(m.weight for m in (attn.q_proj, attn.kv_proj, attn.r_proj, attn.out_proj))]
+    g = torch.randn_like(ref)
+    for a, b in zip(
+        torch.autograd.grad(fast, params, g, retain_graph=True),
+        torch.autograd.grad(ref, params, g),
+        strict=True,
+    ):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+
+
+def test_bf16_step_attends_in_fp32_close_to_the_fp32_step() -> None:
+    """Under autocast the fp32 ring is read as it is (attention in fp32, projections in bf16)."""
+    torch.manual_seed(0)
+    core = TransformerCore(tiny_cfg(memory_length=4))
+    x, first = history()
+    x = x.float()
+    with torch.no_grad():
+        s32, s16 = core.initial_state(3), core.initial_state(3)
+        for t in range(8):
+            y32, s32 = core.step(x[t], first[t], s32)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                y16, s16 = core.step(x[t], first[t], s16)
+            assert s16["k"].dtype == torch.float32
+            torch.testing.assert_close(y16.float(), y32, atol=0.05, rtol=0.05)
