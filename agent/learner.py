@@ -184,10 +184,11 @@ class VMPOLearner(Learner):
             self.eta.project_()
             self.alpha.project_()
         popart = self.net.popart if cfg.popart else None
-        valid = self.axis.gather(traj.mask.bool())  # PopArt moments of the global batch, on every rank
-        if popart is not None and valid.any():
+        if popart is not None:  # the moments of the global batch, the same on every rank
+            valid = self.axis.gather(traj.mask.bool())
             returns, task_id = self.axis.gather(returns), self.axis.gather(traj.task_id[:T])
-            popart.update_stats(returns[valid], task_id[valid], cfg.popart_beta)
+            if valid.any():
+                popart.update_stats(returns[valid], task_id[valid], cfg.popart_beta)
             for k in range(popart.mu.shape[0]):
                 metrics[f"popart/mu_{k}"] = float(popart.mu[k])
                 metrics[f"popart/sigma_{k}"] = float(popart.sigma[k])
