@@ -401,6 +401,14 @@ def _last(x: torch.Tensor, n: int) -> torch.Tensor:
     return x[:, x.shape[1] - n :]
 
 
+def _last_of_pair(old: torch.Tensor, new: torch.Tensor, n: int) -> torch.Tensor:
+    """``_last(cat([old, new], 1), n)`` without concatenating what is dropped (detached)."""
+    old, new = old.detach(), new.detach()
+    if new.shape[1] >= n:
+        return _last(new, n)
+    return torch.cat([old[:, old.shape[1] - (n - new.shape[1]) :], new], dim=1)
+
+
 def _ring_pos(state: State) -> torch.Tensor:
     """[B] long ring slot of the oldest step (states without ``pos`` are in chronological order)."""
     pos = state.get("pos")
@@ -527,9 +535,11 @@ class TransformerCore(nn.Module):
             mem = memory[:, i].to(h.dtype)
             mem_k, mem_v = layer.project_kv(mem)
             out, k, v = layer(h, mem_k, mem_v, mask)
-            mems.append(torch.cat([mem, h], dim=1))
-            ks.append(torch.cat([mem_k, k], dim=1))
-            vs.append(torch.cat([mem_v, v], dim=1))
+            with torch.no_grad():  # the next memory (detached): the last M of [memory; current] only
+                M = self.memory_length
+                mems.append(_last_of_pair(mem, h, M))
+                ks.append(_last_of_pair(mem_k, k, M))
+                vs.append(_last_of_pair(mem_v, v, M))
             h = out
         final = self._shift_in(state, mask[:, -1], mems, ks, vs)
         new_pos = (pos + T) % self.memory_length if self.memory_length else pos
@@ -544,7 +554,7 @@ class TransformerCore(nn.Module):
 
     def _shift_in(self, state: State, last_row: torch.Tensor, mems: list, ks: list, vs: list) -> State:
         """New state = the last M slots of ``[memory; current]`` per layer (lists over layers of
-        [B, M + T, ...]), oldest first; ``last_row`` [B, M + T] is the mask row of the last query, i.e.
+        [B, >= M, ...]), oldest first; ``last_row`` [B, M + T] is the mask row of the last query, i.e.
         which of those keys belong to the episode of the last step."""
         M = self.memory_length
 
