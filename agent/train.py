@@ -108,15 +108,18 @@ def resolve_run(
     if not axis.distributed:
         return build()
     found: tuple | str | None = None
+    error: Exception | None = None
     if axis.is_main:
         try:
             cfg, run_dir, checkpoint = build()
             found = (config_to_dict(cfg), str(run_dir), checkpoint)
-        except (ConfigError, CheckpointError, ValueError) as err:
-            found = f"{err}"
+        except Exception as err:  # every rank must hear of it, or the others wait for the broadcast
+            found, error = f"{err}", err
     found = axis.broadcast_object(found)
+    if error is not None:
+        raise error
     if isinstance(found, str):
-        raise ConfigError(found)
+        raise ConfigError(found)  # rank 0 reports it
     cfg_dict, run_dir, checkpoint = found
     return config_from_dict(cfg_dict, source="rank 0", schema=schema), Path(run_dir), checkpoint
 
@@ -128,8 +131,10 @@ def _run(args: argparse.Namespace, axis: distributed.BatchAxis) -> int:
         axis = distributed.with_timeout(axis, cfg.train.dist_timeout_s)
         trainer = Trainer(cfg, run_dir, checkpoint, axis)
     except (ConfigError, CheckpointError, ValueError, RuntimeError, ImportError) as err:
-        if report or not isinstance(err, ConfigError):
+        if report:
             print(f"error: {err}", file=sys.stderr)
+        elif not isinstance(err, ConfigError):  # rank 0 reports config errors
+            print(f"error: rank {axis.rank}: {err}", file=sys.stderr)
         return 2
     except OSError as err:
         print(f"error: cannot set up run directory: {err.strerror or err} ({err.filename})", file=sys.stderr)
