@@ -4,11 +4,14 @@ Every number in ``docs/results.md`` comes from here. Each run directory holds th
 ``config.yaml`` and TensorBoard events; runs are grouped by (env, algorithm, core) and summarised over
 seeds: the final return is the mean of ``charts/episodic_return`` over the last ``--tail`` fraction of
 each run's points; a run *diverged* if it logged a non-finite loss or a skipped update.
+``--max-steps N`` cuts every run at ``N`` env steps first, so runs that got different budgets (e.g. V-MPO
+and PPO side by side for the same wall-clock) are compared at the same number of frames.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 from dataclasses import dataclass
@@ -46,6 +49,13 @@ class RunLog:
     def final_return(self, tail: float) -> float:
         n = max(1, math.ceil(len(self.returns) * tail))
         return float(np.mean(self.returns[-n:]))
+
+    def truncated(self, max_steps: int) -> RunLog:
+        """The run up to ``max_steps`` env steps (the points logged at or before it)."""
+        keep = self.steps <= max_steps
+        if not keep.any():
+            raise ValueError(f"run '{self.path}' logged no return at or before {max_steps} env steps")
+        return dataclasses.replace(self, steps=self.steps[keep], returns=self.returns[keep])
 
 
 def read_run(path: Path) -> RunLog:
@@ -145,9 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--tail", type=float, default=0.1, help="fraction of the last points for the final return"
     )
+    parser.add_argument("--max-steps", type=int, default=0, help="cut every run at this many env steps")
     args = parser.parse_args(argv)
     try:
         runs = [read_run(p) for p in find_runs(args.runs)]
+        if args.max_steps > 0:
+            runs = [r.truncated(args.max_steps) for r in runs]
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -46,6 +46,17 @@ def test_report_table_matches_the_logs(tmp_path, capsys):
     assert "| CueRecall-L8 | vmpo | gtrxl | 2 |" in capsys.readouterr().out
 
 
+def test_max_steps_compares_runs_at_the_same_budget(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    fake_run(runs, "long", "gtrxl", 0, [0.0] * 10 + [1.0] * 10)  # steps 100..2000
+    assert main([str(runs), "--out", str(tmp_path / "o"), "--tail", "0.2", "--max-steps", "1000"]) == 0
+    (row,) = parse_markdown_tables((tmp_path / "o" / "table.md").read_text())[0]
+    assert row["env steps"] == "1000" and row["per seed"] == "s0: 0.000"  # the later 1.0s are cut
+    assert main([str(runs), "--out", str(tmp_path / "o"), "--max-steps", "50"]) == 2
+    assert "logged no return at or before 50 env steps" in capsys.readouterr().err
+
+
 def test_report_rejects_a_folder_without_runs(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main([str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
