@@ -152,9 +152,11 @@ LOCAL = BatchAxis()
 def init_from_env(timeout_s: float = 600.0, prefer_cuda: bool = True) -> BatchAxis:
     """The :class:`BatchAxis` of this process: :data:`LOCAL` unless launched by ``torchrun``.
 
-    ``torchrun`` sets ``WORLD_SIZE``/``RANK``/``LOCAL_RANK`` and the rendezvous variables; the process group
-    uses NCCL when CUDA is available (one GPU per local rank) and gloo otherwise. ``timeout_s`` bounds how
-    long a collective waits for a rank that stopped answering.
+    ``torchrun`` sets ``WORLD_SIZE``/``RANK``/``LOCAL_RANK`` and the rendezvous variables. Where CUDA is
+    available the group runs NCCL for CUDA tensors and gloo for CPU ones (``"cpu:gloo,cuda:nccl"``: the
+    small CPU flags and objects and a ``train.device=cpu`` run work there too), with one GPU per local
+    rank; otherwise gloo. ``timeout_s`` bounds how long a collective waits for a rank that stopped
+    answering.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
@@ -165,7 +167,8 @@ def init_from_env(timeout_s: float = 600.0, prefer_cuda: bool = True) -> BatchAx
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
         dist.init_process_group(
-            backend="nccl" if use_cuda else "gloo", timeout=datetime.timedelta(seconds=timeout_s)
+            backend="cpu:gloo,cuda:nccl" if use_cuda else "gloo",
+            timeout=datetime.timedelta(seconds=timeout_s),
         )
     return BatchAxis(world=dist.get_world_size(), rank=dist.get_rank(), local_rank=local_rank)
 
