@@ -95,6 +95,12 @@ def test_two_ranks_resume_a_one_process_run_and_stay_identical(tmp_path):
     assert [s for s, _ in scalars(run_dir, "loss/total")] == [32, 64, 96, 128, 160, 192]
     saved = load_checkpoint(latest_checkpoint(run_dir))
     assert saved["counters"]["num_updates"] == 6 and saved["counters"]["global_step"] == 192
+    # every rank's finished episodes reach rank 0's logs: as many as one process with all 4 envs has, on
+    # the same schedule (cue recall episodes have a fixed length: the count does not depend on the policy)
+    one = [*TINY, "algo.popart=true", f"train.run_dir={tmp_path}", "train.run_name=one"]
+    assert main(["--config", "quickstart", *one, "train.total_steps=64"]) == 0
+    assert main([f"train.resume={tmp_path / 'one'}", "train.total_steps=192"]) == 0
+    assert scalars(run_dir, "charts/episodes")[-1] == scalars(tmp_path / "one", "charts/episodes")[-1]
 
 
 def test_ppo_ranks_stay_identical(tmp_path):
