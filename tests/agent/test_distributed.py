@@ -17,13 +17,10 @@ from agent.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoin
 from agent.distributed import LOCAL, BatchAxis, shard_slots
 from agent.masked import masked_mean
 from agent.train import main
+from tests.agent.test_trainer import TINY as TRAINER_TINY
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = [
-    "env.num_envs=4", "algo.unroll_length=8", "algo.n_step=8", "net.d_model=32", "net.num_layers=1",
-    "net.num_heads=2", "net.head_dim=16", "net.mlp_dim=32", "net.memory_length=8", "net.torso_out=32",
-    "train.progress=false", "train.torch_threads=1",
-]  # fmt: skip
+TINY = [*TRAINER_TINY, "train.torch_threads=1"]
 
 
 def torchrun(args: list[str], nproc: int = 2, **popen) -> subprocess.Popen:

@@ -183,8 +183,8 @@ def test_env_with_wrong_observation_shape_is_a_clear_error(tmp_path, reliability
 
     real_make = envs.make
 
-    def bad_make(cfg):
-        env = real_make(cfg)
+    def bad_make(cfg, *slots):
+        env = real_make(cfg, *slots)
         real_step = env.step
 
         def step(actions):
