@@ -216,7 +216,7 @@ class SequenceLearner(nn.Module):
             metrics.update(
                 {
                     "loss": float(self.axis.sum(loss)),
-                    "reward": float(rewards.mean()),
+                    "reward": float(self.axis.sum(rewards.mean()) / self.axis.world),  # all ranks
                     "reward_std": float(rewards.std()) if rewards.numel() > 1 else 0.0,
                     "frac_reward_zero_std": float(zero_std.float().mean()),
                     "completions/mean_length": float(lengths.mean()),
