@@ -318,7 +318,8 @@ class Trainer:
                     self.counters.wall_time = time.time() - start_wall
                     if self.learner.consecutive_skipped >= cfg.max_consecutive_skips:
                         self._stop_diverged()
-                    if cfg.sync_check_interval and self.counters.num_updates % cfg.sync_check_interval == 0:
+                    interval = cfg.sync_check_interval if self.axis.distributed else 0
+                    if interval and self.counters.num_updates % interval == 0:
                         self._collective(check_replicas, self.learner, self.axis, self.counters.num_updates)
                         self.writer.add_scalar("dist/replicas_in_sync", 1.0, self.counters.global_step)
                     if self.counters.num_updates % cfg.checkpoint_interval == 0:
