@@ -14,7 +14,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from agent.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
-from agent.distributed import LOCAL, BatchAxis, shard_slots
+from agent.distributed import LOCAL, BatchAxis, DistributedError, guarded, shard_slots
 from agent.masked import masked_mean
 from agent.train import main
 from tests.agent.test_trainer import TINY as TRAINER_TINY
@@ -45,6 +45,31 @@ def test_local_axis_is_the_single_process_maths():
     assert LOCAL.gather(x) is x and LOCAL.local(x) is x and not LOCAL.distributed
     assert torch.equal(LOCAL.mean_share(x, mask), masked_mean(x, mask))
     assert LOCAL.any_flag(True) and not LOCAL.any_flag(False)
+
+
+def test_a_failed_collective_is_one_line_that_says_how_to_resume():
+    axis = BatchAxis(world=2, rank=1)
+
+    def lost_peer():
+        raise RuntimeError("[/src/gloo/tcp/pair.cc:553] Connection closed by peer [::1]:1. More text")
+
+    with pytest.raises(DistributedError) as err:
+        guarded(axis, "runs/r", lost_peer)
+    assert str(err.value) == (
+        "rank 1 of 2 lost the process group (Connection closed by peer [::1]:1): another rank failed or "
+        "was killed; the last checkpoint in 'runs/r' is intact, resume with train.resume=runs/r "
+        "(with any world size)"
+    )
+    with pytest.raises(ZeroDivisionError):  # not a collective failure: untouched
+        guarded(axis, "runs/r", lambda: 1 / 0)
+
+    def other_error():
+        raise RuntimeError("shape mismatch")
+
+    with pytest.raises(RuntimeError, match=r"^shape mismatch$"):
+        guarded(axis, "runs/r", other_error)
+    with pytest.raises(RuntimeError, match="Connection closed"):  # one process: nothing to translate
+        guarded(LOCAL, "runs/r", lost_peer)
 
 
 def test_env_slots_split_evenly_over_ranks_or_fail_in_one_line():
