@@ -51,10 +51,12 @@ def test_resampling_shards_draw_independent_game_streams():
 
 def test_dmlab_levels_are_spread_over_the_ranks(monkeypatch):
     monkeypatch.setattr(dmlab, "LAB_MODULE", "tests.envs.fake_deepmind_lab")
-    cfg = EnvConfig(family="dmlab", name="rooms_watermaze,explore_goal_locations_small,lasertag_one_opponent_small", num_envs=4)
+    levels = "rooms_watermaze,explore_goal_locations_small,lasertag_one_opponent_small"
+    cfg = EnvConfig(family="dmlab", name=levels, num_envs=4)
     shard = envs.make(cfg, range(2, 4))
     try:
-        assert shard.levels == ["lasertag_one_opponent_small", "rooms_watermaze"]  # global workers 2 and 3: level i mod 3
+        # global workers 2 and 3: level i mod 3
+        assert shard.levels == ["lasertag_one_opponent_small", "rooms_watermaze"]
         assert list(shard.slot_tasks()) == [2, 0] and len(shard.task_names) == 3
     finally:
         shard.close()
