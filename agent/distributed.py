@@ -20,12 +20,13 @@ run resumes with any world size that divides ``env.num_envs``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import hashlib
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import torch
@@ -79,18 +80,17 @@ class BatchAxis:
 
     def sum(self, x: torch.Tensor) -> torch.Tensor:
         """Sum over ranks of a detached tensor (the same value on every rank)."""
-        if not self.distributed:
-            return x.detach()
-        out = x.detach().clone()
-        dist.all_reduce(out, op=dist.ReduceOp.SUM, group=self.group)
-        return out
+        return self._all_reduce(x, dist.ReduceOp.SUM)
 
     def max(self, x: torch.Tensor) -> torch.Tensor:
         """Max over ranks of a detached tensor."""
+        return self._all_reduce(x, dist.ReduceOp.MAX)
+
+    def _all_reduce(self, x: torch.Tensor, op: Any) -> torch.Tensor:
         if not self.distributed:
             return x.detach()
         out = x.detach().clone()
-        dist.all_reduce(out, op=dist.ReduceOp.MAX, group=self.group)
+        dist.all_reduce(out, op=op, group=self.group)
         return out
 
     def mean_share(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -187,6 +187,25 @@ def with_timeout(axis: BatchAxis, timeout_s: float) -> BatchAxis:
 def shutdown(axis: BatchAxis) -> None:
     if axis.distributed and dist.is_initialized():
         dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def launched() -> Iterator[BatchAxis]:
+    """This process's :class:`BatchAxis` (:func:`init_from_env`), its process group shut down at exit."""
+    axis = init_from_env()
+    try:
+        yield axis
+    finally:
+        shutdown(axis)
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` / ``cpu`` / ``cuda``; under torchrun, CUDA means this process's GPU (its local rank)."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device=cuda but no CUDA device is available; use train.device=cpu or auto")
+    return torch.device("cuda", local_rank) if name == "cuda" else torch.device(name)
 
 
 def shard_slots(num_envs: int, axis: BatchAxis) -> tuple[int, int]:

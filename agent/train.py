@@ -91,22 +91,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. algo.lr=3e-4")
     args = parser.parse_args(argv)
-    axis = distributed.init_from_env()
-    try:
+    with distributed.launched() as axis:
         return _run(args, axis)
-    finally:
-        distributed.shutdown(axis)
 
 
 def resolve_run(
     axis: distributed.BatchAxis, build: Callable[[], tuple[Any, Path, dict | None]], schema: type = Config
-) -> tuple[Any, Path, dict | None]:
+) -> tuple[Any, Path, dict | None, distributed.BatchAxis]:
     """Rank 0 resolves the config and run directory (``build``, which reads any checkpoint); the other
     ranks receive them. One resolution keeps the ranks in one directory (a default run name carries a
-    timestamp), and shipping the checkpoint over the process group needs no shared filesystem.
+    timestamp), and shipping the checkpoint over the process group needs no shared filesystem. Returns
+    them with the axis whose collectives time out after the config's ``train.dist_timeout_s``.
     """
     if not axis.distributed:
-        return build()
+        return (*build(), axis)
     found: tuple | str | None = None
     error: Exception | None = None
     if axis.is_main:
@@ -121,20 +119,25 @@ def resolve_run(
     if isinstance(found, str):
         raise ConfigError(found)  # rank 0 reports it
     cfg_dict, run_dir, checkpoint = found
-    return config_from_dict(cfg_dict, source="rank 0", schema=schema), Path(run_dir), checkpoint
+    cfg = config_from_dict(cfg_dict, source="rank 0", schema=schema)
+    return cfg, Path(run_dir), checkpoint, distributed.with_timeout(axis, cfg.train.dist_timeout_s)
+
+
+def report_setup_error(axis: distributed.BatchAxis, err: Exception) -> None:
+    """One copy of a setup error: rank 0 prints it; other ranks print only errors of their own."""
+    if axis.is_main:
+        print(f"error: {err}", file=sys.stderr)
+    elif not isinstance(err, ConfigError):  # rank 0 reports config errors
+        print(f"error: rank {axis.rank}: {err}", file=sys.stderr)
 
 
 def _run(args: argparse.Namespace, axis: distributed.BatchAxis) -> int:
     report = axis.is_main  # one copy of every message
     try:
-        cfg, run_dir, checkpoint = resolve_run(axis, lambda: build_config(args.config, args.overrides))
-        axis = distributed.with_timeout(axis, cfg.train.dist_timeout_s)
+        cfg, run_dir, checkpoint, axis = resolve_run(axis, lambda: build_config(args.config, args.overrides))
         trainer = Trainer(cfg, run_dir, checkpoint, axis)
     except (ConfigError, CheckpointError, ValueError, RuntimeError, ImportError) as err:
-        if report:
-            print(f"error: {err}", file=sys.stderr)
-        elif not isinstance(err, ConfigError):  # rank 0 reports config errors
-            print(f"error: rank {axis.rank}: {err}", file=sys.stderr)
+        report_setup_error(axis, err)
         return 2
     except OSError as err:
         print(f"error: cannot set up run directory: {err.strerror or err} ({err.filename})", file=sys.stderr)

@@ -24,22 +24,21 @@ from tqdm import tqdm
 
 import envs
 from agent.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, save_checkpoint
-from agent.distributed import LOCAL, BatchAxis, DistributedError, check_replicas, guarded, shard_slots
+from agent.distributed import (
+    LOCAL,
+    BatchAxis,
+    DistributedError,
+    check_replicas,
+    guarded,
+    resolve_device,
+    shard_slots,
+)
 from agent.learner import Learner, make_learner
 from agent.rollout import Actor, EpisodeStats
 from configs import Config, config_to_dict
 from envs.references import human_normalized, reference
 from networks.agent_net import AgentNet
 from networks.precision import resolve_bf16
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` / ``cpu`` / ``cuda``; under torchrun, CUDA means this process's GPU (its local rank)."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device=cuda but no CUDA device is available; use train.device=cpu or auto")
-    return torch.device("cuda", local_rank) if name == "cuda" else torch.device(name)
 
 
 def default_run_name(cfg: Config) -> str:

@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from agent.checkpoint import CheckpointError
-from agent.trainer import resolve_device
+from agent.distributed import resolve_device
 from configs import ConfigError
 from envs import PROTOCOLS
 from envs.references import reference, reference_source

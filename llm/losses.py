@@ -163,6 +163,22 @@ def reference_kl_loss(
     return trust_region_loss(alpha, kl, mask, eps_alpha, axis)
 
 
+def _weighted_mean_nll(
+    seq_log_probs: torch.Tensor, w: torch.Tensor, valid: torch.Tensor, axis: BatchAxis, name: str
+) -> tuple[torch.Tensor, Extras, torch.Tensor]:
+    """The M-step ``-mean_valid w_i log pi_theta(y_i|x_i)`` over every rank's valid sequences (DAR, AWR):
+    (this rank's share of the loss, weight statistics under ``name/``, the global count of valid ones)."""
+    count = axis.sum(valid.sum()).clamp_min(1).float()  # valid sequences of all ranks
+    loss = policy_loss(seq_log_probs, w / count)
+    extras = {
+        "loss/policy": axis.sum(loss),
+        f"{name}/weight_mean": axis.sum(w.sum()) / count,
+        f"{name}/weight_max": axis.max(w.max()),
+        f"{name}/ess": effective_sample_size(w),
+    }
+    return loss, extras, count
+
+
 def dar_weights(
     advantages: torch.Tensor,
     ref_seq_log_probs: torch.Tensor,
@@ -211,15 +227,8 @@ def dar_loss(
     w = torch.where(
         v, dar_weights(advantages, ref_seq_log_probs, old_seq_log_probs, alpha, beta, weight_clip), 0.0
     )
-    count = axis.sum(v.sum()).clamp_min(1).float()  # valid sequences of all ranks
-    loss = policy_loss(seq_log_probs, w / count)
-    extras = {
-        "loss/policy": axis.sum(loss),
-        "dar/weight_mean": axis.sum(w.sum()) / count,
-        "dar/weight_max": axis.max(w.max()),
-        "dar/clipfrac": axis.sum((w >= weight_clip * (1 - 1e-6)).float().sum()) / count,
-        "dar/ess": effective_sample_size(w),
-    }
+    loss, extras, count = _weighted_mean_nll(seq_log_probs, w, v, axis, "dar")
+    extras["dar/clipfrac"] = axis.sum((w >= weight_clip * (1 - 1e-6)).float().sum()) / count
     return loss, extras
 
 
@@ -240,14 +249,7 @@ def awr_loss(
     v = valid.bool()
     log_w = (advantages.detach().float() / beta).clamp_max(math.log(weight_clip))
     w = torch.where(v, torch.exp(log_w), 0.0)
-    count = axis.sum(v.sum()).clamp_min(1).float()  # valid sequences of all ranks
-    loss = policy_loss(seq_log_probs, w / count)
-    extras = {
-        "loss/policy": axis.sum(loss),
-        "awr/weight_mean": axis.sum(w.sum()) / count,
-        "awr/weight_max": axis.max(w.max()),
-        "awr/ess": effective_sample_size(w),
-    }
+    loss, extras, _ = _weighted_mean_nll(seq_log_probs, w, v, axis, "awr")
     return loss, extras
 
 

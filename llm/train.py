@@ -21,7 +21,7 @@ from typing import Any
 from agent import distributed
 from agent.checkpoint import CheckpointError
 from agent.train import build_config as build_run_config
-from agent.train import resolve_run
+from agent.train import report_setup_error, resolve_run
 from configs import ConfigError, list_presets
 from configs.llm_schema import LLMConfig
 
@@ -60,17 +60,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. algo.method=grpo")
     args = parser.parse_args(argv)
-    axis = distributed.init_from_env()
-    try:
+    with distributed.launched() as axis:
         try:
-            cfg, run_dir, checkpoint = resolve_run(
+            cfg, run_dir, checkpoint, axis = resolve_run(
                 axis, lambda: build_config(args.config, args.overrides), LLMConfig
             )
-            axis = distributed.with_timeout(axis, cfg.train.dist_timeout_s)
             trainer = LLMTrainer(cfg, run_dir, checkpoint, axis)
         except (ConfigError, CheckpointError, ValueError, RuntimeError, OSError) as err:
-            if axis.is_main or not isinstance(err, ConfigError):
-                print(f"error: {err}", file=sys.stderr)
+            report_setup_error(axis, err)
             return 2
         try:
             summary = trainer.train()
@@ -80,8 +77,6 @@ def main(argv: list[str] | None = None) -> int:
         if axis.is_main:
             print(json.dumps({"run_dir": str(run_dir), **summary}, indent=1))
         return 0
-    finally:
-        distributed.shutdown(axis)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from agent.checkpoint import list_checkpoints, save_checkpoint
-from agent.distributed import LOCAL, BatchAxis, check_replicas, guarded
+from agent.distributed import LOCAL, BatchAxis, check_replicas, guarded, resolve_device
 from configs import config_to_dict
 from llm.learner import SequenceLearner
 from llm.models import Codec, load_policy
@@ -106,12 +106,7 @@ class LLMTrainer:
         self.run_dir = run_dir
         self.axis = axis
         t = cfg.train
-        name = (
-            "cuda"
-            if t.device == "auto" and torch.cuda.is_available()
-            else ("cpu" if t.device == "auto" else t.device)
-        )
-        self.device = torch.device("cuda", axis.local_rank) if name == "cuda" else torch.device(name)
+        self.device = resolve_device(t.device, axis.local_rank)
         if t.torch_threads:
             torch.set_num_threads(t.torch_threads)
         torch.manual_seed(t.seed)
