@@ -96,14 +96,14 @@ class EnvConfig:
 
 CORES = ("gtrxl", "trxl", "trxl_i", "lstm", "ff")
 GATES = ("gru", "sigmoid_output")
-TORSOS = ("auto", "impala", "mlp", "grid")
+TORSOS = ("auto", "impala", "nature", "mlp", "grid")
 
 
 @dataclass
 class NetConfig:
     """Network: torso -> core -> policy/value heads (seed 000 section 8, GTrXL paper)."""
 
-    torso: str = "auto"  # auto: impala for 84x84 images, grid for small images, mlp for vectors
+    torso: str = "auto"  # auto: impala for 84x84 images, grid for small images, mlp for vectors; nature: DQN
     torso_out: int = 256  # dense layer after the torso
     core: str = (
         "gtrxl"  # gtrxl | trxl (post-LN, no gate) | trxl_i (pre-LN, no gate) | lstm | ff (feed-forward)

@@ -8,7 +8,7 @@ from torch import nn
 
 from configs.schema import NetConfig
 from networks.params import count_parameters, main
-from networks.torso import GridTorso, ImpalaTorso, MLPTorso, make_torso
+from networks.torso import GridTorso, ImpalaTorso, MLPTorso, NatureTorso, make_torso
 
 
 def test_impala_torso() -> None:
@@ -19,6 +19,26 @@ def test_impala_torso() -> None:
     assert out.shape == (2, 256) and out.dtype == torch.float32 and (out >= 0).all()
     torch.testing.assert_close(torso(obs), torso(obs.float()))  # scaled by 1/255 inside
     assert ImpalaTorso((3, 72, 96), 64)(torch.zeros(1, 3, 72, 96, dtype=torch.uint8)).shape == (1, 64)
+
+
+def test_nature_torso_is_the_dqn_encoder() -> None:
+    torso = make_torso(NetConfig(torso="nature", torso_out=512), (4, 84, 84))
+    assert isinstance(torso, NatureTorso)
+    convs = [m for m in torso.modules() if isinstance(m, nn.Conv2d)]
+    assert [(c.out_channels, c.kernel_size, c.stride) for c in convs] == [
+        (32, (8, 8), (4, 4)),
+        (64, (4, 4), (2, 2)),
+        (64, (3, 3), (1, 1)),
+    ]
+    assert torso.fc.in_features == 64 * 7 * 7  # 84 -> 20 -> 9 -> 7, as in Mnih et al. (2015)
+    # 1.69M parameters, as the DQN network without its output layer (3136 x 512 dense)
+    assert count_parameters(torso) == 1_684_128
+    obs = torch.randint(0, 256, (3, 4, 84, 84), dtype=torch.uint8)
+    out = torso(obs)
+    assert out.shape == (3, 512) and (out >= 0).all()
+    torch.testing.assert_close(out, torso(obs.float()))
+    with pytest.raises(ValueError, match="at least 36x36"):
+        NatureTorso((3, 7, 7), 8)
 
 
 def test_grid_torso_treats_values_as_categories() -> None:
