@@ -25,6 +25,8 @@ import numpy as np
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from envs.atari import PROTOCOLS
+
 RETURN_TAG = "charts/episodic_return"
 
 
@@ -41,6 +43,7 @@ class RunLog:
     returns: np.ndarray  # mean unclipped episodic return at those steps
     wall_clock: float  # seconds from the first to the last logged event
     diverged: bool
+    frame_skip: int = 1  # emulator frames per env step (Atari's action repeat; 1 elsewhere)
 
     @property
     def group(self) -> tuple[str, str, str]:
@@ -75,6 +78,10 @@ def read_run(path: Path) -> RunLog:
         [e.value for e in acc.Scalars("learner/skipped_updates")] if "learner/skipped_updates" in tags else []
     )
     walls = [e.wall_time for tag in tags for e in acc.Scalars(tag)]
+    env_cfg = cfg["env"]
+    frame_skip = (
+        PROTOCOLS[env_cfg.get("protocol", "dqn")].frame_skip if env_cfg.get("family") == "atari" else 1
+    )
     return RunLog(
         path=path,
         env=cfg["env"]["name"],
@@ -85,6 +92,7 @@ def read_run(path: Path) -> RunLog:
         returns=np.array([e.value for e in events], np.float64),
         wall_clock=float(max(walls) - min(walls)) if walls else 0.0,
         diverged=bool(any(not math.isfinite(v) for v in losses) or any(v > 0 for v in skipped)),
+        frame_skip=frame_skip,
     )
 
 
@@ -95,8 +103,8 @@ def summary_table(runs: list[RunLog], tail: float) -> str:
         groups.setdefault(run.group, []).append(run)
     lines = [
         f"| env | algo | core | seeds | final return (mean ± std over seeds, last {tail:.0%} of points) "
-        "| per seed | env steps | wall-clock (s, mean) | diverged |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| per seed | env steps | frames | wall-clock (s, mean) | diverged |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (env, algo, core), members in sorted(groups.items()):
         members.sort(key=lambda r: r.seed)
@@ -104,11 +112,12 @@ def summary_table(runs: list[RunLog], tail: float) -> str:
         std = float(finals.std(ddof=1)) if len(finals) > 1 else 0.0
         per_seed = ", ".join(f"s{r.seed}: {f:.3f}" for r, f in zip(members, finals))
         steps = int(np.mean([r.steps[-1] for r in members]))
+        frames = int(np.mean([r.steps[-1] * r.frame_skip for r in members]))
         wall = float(np.mean([r.wall_clock for r in members]))
         diverged = sum(r.diverged for r in members)
         lines.append(
             f"| {env} | {algo} | {core} | {len(members)} | {finals.mean():.3f} ± {std:.3f} | {per_seed} "
-            f"| {steps} | {wall:.0f} | {diverged}/{len(members)} |"
+            f"| {steps} | {frames} | {wall:.0f} | {diverged}/{len(members)} |"
         )
     return "\n".join(lines)
 

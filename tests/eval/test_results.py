@@ -10,11 +10,11 @@ from eval.report import parse_markdown_tables
 from eval.results import main
 
 
-def fake_run(root, name, core, seed, returns, nan_loss=False):
+def fake_run(root, name, core, seed, returns, nan_loss=False, env=None):
     path = root / name
     path.mkdir()
     cfg = {
-        "env": {"name": "CueRecall-L8"},
+        "env": env or {"name": "CueRecall-L8"},
         "algo": {"name": "vmpo"},
         "net": {"core": core},
         "train": {"seed": seed},
@@ -40,7 +40,7 @@ def test_report_table_matches_the_logs(tmp_path, capsys):
     assert gtrxl["seeds"] == "2" and gtrxl["per seed"] == "s0: 1.000, s1: 0.900"
     mean, std = (float(x) for x in gtrxl[next(k for k in gtrxl if k.startswith("final return"))].split(" ± "))
     assert mean == np.mean([1.0, 0.9]) and math.isclose(std, np.std([1.0, 0.9], ddof=1), abs_tol=1e-3)
-    assert gtrxl["env steps"] == "2000" and gtrxl["diverged"] == "0/2"
+    assert gtrxl["env steps"] == "2000" and gtrxl["frames"] == "2000" and gtrxl["diverged"] == "0/2"
     assert rows["ff"]["diverged"] == "1/1"
     assert (tmp_path / "out" / "curves_CueRecall-L8.png").stat().st_size > 1000
     assert "| CueRecall-L8 | vmpo | gtrxl | 2 |" in capsys.readouterr().out
@@ -55,6 +55,18 @@ def test_max_steps_compares_runs_at_the_same_budget(tmp_path, capsys):
     assert row["env steps"] == "1000" and row["per seed"] == "s0: 0.000"  # the later 1.0s are cut
     assert main([str(runs), "--out", str(tmp_path / "o"), "--max-steps", "50"]) == 2
     assert "logged no return at or before 50 env steps" in capsys.readouterr().err
+
+
+def test_atari_frames_are_env_steps_times_the_action_repeat(tmp_path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    fake_run(
+        runs, "pong", "gtrxl", 0, [-21.0, -20.0], env={"name": "Pong", "family": "atari", "protocol": "dqn"}
+    )
+    assert main([str(runs), "--out", str(tmp_path / "o")]) == 0
+    (row,) = parse_markdown_tables((tmp_path / "o" / "table.md").read_text())[0]
+    assert row["env"] == "Pong" and row["env steps"] == "200" and row["frames"] == "800"
+    assert row["per seed"] == "s0: -20.000"
 
 
 def test_report_rejects_a_folder_without_runs(tmp_path, capsys):
