@@ -123,17 +123,19 @@ def summary_table(runs: list[RunLog], tail: float) -> str:
 
 
 def plot_curves(runs: list[RunLog], path: Path, title: str) -> None:
-    """Return vs env steps: mean over seeds (line) and min-max over seeds (band), one colour per group."""
+    """Return vs env steps (Atari: frames): mean over seeds (line), min-max over seeds (band)."""
     fig, ax = plt.subplots(figsize=(7, 4.2))
     groups: dict[tuple[str, str, str], list[RunLog]] = {}
     for run in runs:
         groups.setdefault(run.group, []).append(run)
+    frames = any(r.frame_skip > 1 for r in runs)  # Atari: x in emulator frames, as budgets are quoted
     for (_, algo, core), members in sorted(groups.items()):
-        grid = np.linspace(0, min(r.steps[-1] for r in members), 100)
-        curves = np.stack([np.interp(grid, r.steps, r.returns) for r in members])
+        xs = [r.steps * (r.frame_skip if frames else 1) for r in members]
+        grid = np.linspace(0, min(x[-1] for x in xs), 100)
+        curves = np.stack([np.interp(grid, x, r.returns) for x, r in zip(xs, members)])
         (line,) = ax.plot(grid, curves.mean(0), label=f"{algo} + {core} ({len(members)} seeds)")
         ax.fill_between(grid, curves.min(0), curves.max(0), color=line.get_color(), alpha=0.2)
-    ax.set_xlabel("environment steps")
+    ax.set_xlabel("emulator frames" if frames else "environment steps")
     ax.set_ylabel("episodic return (unclipped)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
