@@ -3,7 +3,8 @@
 Every number in ``docs/results.md`` comes from here. Each run directory holds the trainer's
 ``config.yaml`` and TensorBoard events; runs are grouped by (env, algorithm, core) and summarised over
 seeds: the final return is the mean of ``charts/episodic_return`` over the last ``--tail`` fraction of
-each run's points; a run *diverged* if it logged a non-finite loss or a skipped update.
+each run's points (the policy entropy likewise: a policy that stays at ``log |A|`` has not moved); a run
+*diverged* if it logged a non-finite loss or a skipped update.
 ``--max-steps N`` cuts every run at ``N`` env steps first, so runs that got different budgets (e.g. V-MPO
 and PPO side by side for the same wall-clock) are compared at the same number of frames.
 """
@@ -28,6 +29,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from envs.atari import PROTOCOLS
 
 RETURN_TAG = "charts/episodic_return"
+ENTROPY_TAG = "policy/entropy"
 
 
 @dataclass
@@ -44,6 +46,8 @@ class RunLog:
     wall_clock: float  # seconds from the first to the last logged event
     diverged: bool
     frame_skip: int = 1  # emulator frames per env step (Atari's action repeat; 1 elsewhere)
+    entropy: np.ndarray | None = None  # policy entropy at the logged updates (did the policy move?)
+    entropy_steps: np.ndarray | None = None
 
     @property
     def group(self) -> tuple[str, str, str]:
@@ -58,7 +62,18 @@ class RunLog:
         keep = self.steps <= max_steps
         if not keep.any():
             raise ValueError(f"run '{self.path}' logged no return at or before {max_steps} env steps")
-        return dataclasses.replace(self, steps=self.steps[keep], returns=self.returns[keep])
+        run = dataclasses.replace(self, steps=self.steps[keep], returns=self.returns[keep])
+        if self.entropy is not None:
+            ent = self.entropy_steps <= max_steps
+            run = dataclasses.replace(run, entropy=self.entropy[ent], entropy_steps=self.entropy_steps[ent])
+        return run
+
+    def final_entropy(self, tail: float) -> float:
+        """Mean policy entropy over the last ``tail`` fraction of its points; nan if not logged."""
+        if self.entropy is None or not len(self.entropy):
+            return math.nan
+        n = max(1, math.ceil(len(self.entropy) * tail))
+        return float(np.mean(self.entropy[-n:]))
 
 
 def read_run(path: Path) -> RunLog:
@@ -78,6 +93,7 @@ def read_run(path: Path) -> RunLog:
         [e.value for e in acc.Scalars("learner/skipped_updates")] if "learner/skipped_updates" in tags else []
     )
     walls = [e.wall_time for tag in tags for e in acc.Scalars(tag)]
+    entropy = acc.Scalars(ENTROPY_TAG) if ENTROPY_TAG in tags else None
     env_cfg = cfg["env"]
     frame_skip = (
         PROTOCOLS[env_cfg.get("protocol", "dqn")].frame_skip if env_cfg.get("family") == "atari" else 1
@@ -93,6 +109,8 @@ def read_run(path: Path) -> RunLog:
         wall_clock=float(max(walls) - min(walls)) if walls else 0.0,
         diverged=bool(any(not math.isfinite(v) for v in losses) or any(v > 0 for v in skipped)),
         frame_skip=frame_skip,
+        entropy=None if entropy is None else np.array([e.value for e in entropy], np.float64),
+        entropy_steps=None if entropy is None else np.array([e.step for e in entropy], np.int64),
     )
 
 
@@ -103,8 +121,8 @@ def summary_table(runs: list[RunLog], tail: float) -> str:
         groups.setdefault(run.group, []).append(run)
     lines = [
         f"| env | algo | core | seeds | final return (mean ± std over seeds, last {tail:.0%} of points) "
-        "| per seed | env steps | frames | wall-clock (s, mean) | diverged |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| per seed | policy entropy (end) | env steps | frames | wall-clock (s, mean) | diverged |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (env, algo, core), members in sorted(groups.items()):
         members.sort(key=lambda r: r.seed)
@@ -113,11 +131,13 @@ def summary_table(runs: list[RunLog], tail: float) -> str:
         per_seed = ", ".join(f"s{r.seed}: {f:.3f}" for r, f in zip(members, finals))
         steps = int(np.mean([r.steps[-1] for r in members]))
         frames = int(np.mean([r.steps[-1] * r.frame_skip for r in members]))
+        entropy = float(np.mean([r.final_entropy(tail) for r in members]))
+        entropy_cell = "-" if math.isnan(entropy) else f"{entropy:.3f}"
         wall = float(np.mean([r.wall_clock for r in members]))
         diverged = sum(r.diverged for r in members)
         lines.append(
             f"| {env} | {algo} | {core} | {len(members)} | {finals.mean():.3f} ± {std:.3f} | {per_seed} "
-            f"| {steps} | {frames} | {wall:.0f} | {diverged}/{len(members)} |"
+            f"| {entropy_cell} | {steps} | {frames} | {wall:.0f} | {diverged}/{len(members)} |"
         )
     return "\n".join(lines)
 

@@ -24,6 +24,7 @@ def fake_run(root, name, core, seed, returns, nan_loss=False, env=None):
     for i, value in enumerate(returns):
         writer.add_scalar("charts/episodic_return", value, 100 * (i + 1))
         writer.add_scalar("loss/total", math.nan if nan_loss and i == 3 else 1.0, 100 * (i + 1))
+        writer.add_scalar("policy/entropy", 1.0 - 0.05 * i, 100 * (i + 1))
     writer.close()
 
 
@@ -42,6 +43,7 @@ def test_report_table_matches_the_logs(tmp_path, capsys):
     assert mean == np.mean([1.0, 0.9]) and math.isclose(std, np.std([1.0, 0.9], ddof=1), abs_tol=1e-3)
     assert gtrxl["env steps"] == "2000" and gtrxl["frames"] == "2000" and gtrxl["diverged"] == "0/2"
     assert rows["ff"]["diverged"] == "1/1"
+    assert gtrxl["policy entropy (end)"] == "0.075"  # mean of 1 - 0.05 * {18, 19}: the last 10% of 20
     assert (tmp_path / "out" / "curves_CueRecall-L8.png").stat().st_size > 1000
     assert "| CueRecall-L8 | vmpo | gtrxl | 2 |" in capsys.readouterr().out
 
@@ -53,6 +55,7 @@ def test_max_steps_compares_runs_at_the_same_budget(tmp_path, capsys):
     assert main([str(runs), "--out", str(tmp_path / "o"), "--tail", "0.2", "--max-steps", "1000"]) == 0
     (row,) = parse_markdown_tables((tmp_path / "o" / "table.md").read_text())[0]
     assert row["env steps"] == "1000" and row["per seed"] == "s0: 0.000"  # the later 1.0s are cut
+    assert row["policy entropy (end)"] == "0.575"  # mean of 1 - 0.05 * {8, 9}: cut at 1000 steps too
     assert main([str(runs), "--out", str(tmp_path / "o"), "--max-steps", "50"]) == 2
     assert "logged no return at or before 50 env steps" in capsys.readouterr().err
 
