@@ -82,14 +82,16 @@ def ppo_update(pi, value, opt, s, a, r, old_logp, old_v) -> None:
             opt.step()
 
 
-def improvement(algo: str, lr: float, epochs: int, updates: int, seed: int = 0) -> float:
+def improvement(
+    algo: str, lr: float, epochs: int, updates: int, seed: int = 0, alpha_init: float = 5.0
+) -> float:
     """Mean ``pi(a*|s)`` of the behaviour policy over the last 20% of ``updates`` learner updates."""
     torch.manual_seed(seed)
     bandit = Bandit(seed)
     pi = nn.Sequential(nn.Linear(STATE_DIM, 64), nn.ReLU(), nn.Linear(64, NUM_ACTIONS))
     value = nn.Linear(STATE_DIM, 1)
     opt = torch.optim.Adam([*pi.parameters(), *value.parameters()], lr=lr)
-    duals = (LagrangeMultiplier(1.0), LagrangeMultiplier(5.0))
+    duals = (LagrangeMultiplier(1.0), LagrangeMultiplier(alpha_init))
     dual_opt = torch.optim.Adam([*duals[0].parameters(), *duals[1].parameters()], lr=1e-2)
     target = copy.deepcopy(pi)
     p_best = []
@@ -119,8 +121,14 @@ def run(quick: bool) -> list[Row]:
             "policy_improvement", f"PPO lr 2.5e-4, 16 steps/batch: pi(a*), last 20% of {updates} updates", ppo
         )
     ]
-    for lr, epochs, what in ((2e-4, 1, "the paper's 1 step"), (2e-4, 4, "4 steps"), (1e-3, 4, "atari_cpu")):
-        gain = improvement("vmpo", lr, epochs, updates)
+    variants = (
+        (2e-4, 1, 5.0, "the paper's 1 step"),
+        (2e-4, 4, 5.0, "4 steps"),
+        (2e-4, 4, 0.01, "4 steps, alpha from 0.01: is the trust region the brake?"),
+        (1e-3, 4, 5.0, "atari_cpu"),
+    )
+    for lr, epochs, alpha_init, what in variants:
+        gain = improvement("vmpo", lr, epochs, updates, alpha_init=alpha_init)
         rows.append(
             Row(
                 "policy_improvement",
