@@ -5,8 +5,9 @@ Every number in ``docs/results.md`` comes from here. Each run directory holds th
 seeds: the final return is the mean of ``charts/episodic_return`` over the last ``--tail`` fraction of
 each run's points (the policy entropy likewise: a policy that stays at ``log |A|`` has not moved); a run
 *diverged* if it logged a non-finite loss or a skipped update.
-``--max-steps N`` cuts every run at ``N`` env steps first, so runs that got different budgets (e.g. V-MPO
-and PPO side by side for the same wall-clock) are compared at the same number of frames.
+``--max-steps N`` cuts every run at ``N`` env steps first (returns, entropy and wall-clock), so runs that
+got different budgets (e.g. V-MPO and PPO side by side for the same wall-clock) are compared at the same
+number of frames.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ class RunLog:
     frame_skip: int = 1  # emulator frames per env step (Atari's action repeat; 1 elsewhere)
     entropy: np.ndarray | None = None  # policy entropy at the logged updates (did the policy move?)
     entropy_steps: np.ndarray | None = None
+    start_time: float = 0.0  # wall time of the run's first logged event
+    return_times: np.ndarray | None = None  # wall times of the return points
 
     @property
     def group(self) -> tuple[str, str, str]:
@@ -63,6 +66,12 @@ class RunLog:
         if not keep.any():
             raise ValueError(f"run '{self.path}' logged no return at or before {max_steps} env steps")
         run = dataclasses.replace(self, steps=self.steps[keep], returns=self.returns[keep])
+        if self.return_times is not None:  # the time spent up to the cut, not the whole run's
+            run = dataclasses.replace(
+                run,
+                return_times=self.return_times[keep],
+                wall_clock=float(self.return_times[keep][-1] - self.start_time),
+            )
         if self.entropy is not None:
             ent = self.entropy_steps <= max_steps
             run = dataclasses.replace(run, entropy=self.entropy[ent], entropy_steps=self.entropy_steps[ent])
@@ -111,6 +120,8 @@ def read_run(path: Path) -> RunLog:
         frame_skip=frame_skip,
         entropy=None if entropy is None else np.array([e.value for e in entropy], np.float64),
         entropy_steps=None if entropy is None else np.array([e.step for e in entropy], np.int64),
+        start_time=float(min(walls)) if walls else 0.0,
+        return_times=np.array([e.wall_time for e in events], np.float64),
     )
 
 

@@ -10,7 +10,7 @@ from eval.report import parse_markdown_tables
 from eval.results import main
 
 
-def fake_run(root, name, core, seed, returns, nan_loss=False, env=None):
+def fake_run(root, name, core, seed, returns, nan_loss=False, env=None, timed=False):
     path = root / name
     path.mkdir()
     cfg = {
@@ -22,9 +22,10 @@ def fake_run(root, name, core, seed, returns, nan_loss=False, env=None):
     (path / "config.yaml").write_text(yaml.safe_dump(cfg))
     writer = SummaryWriter(str(path))
     for i, value in enumerate(returns):
-        writer.add_scalar("charts/episodic_return", value, 100 * (i + 1))
-        writer.add_scalar("loss/total", math.nan if nan_loss and i == 3 else 1.0, 100 * (i + 1))
-        writer.add_scalar("policy/entropy", 1.0 - 0.05 * i, 100 * (i + 1))
+        t = 1000.0 + 10 * i if timed else None  # wall time: 10 s per log point
+        writer.add_scalar("charts/episodic_return", value, 100 * (i + 1), walltime=t)
+        writer.add_scalar("loss/total", math.nan if nan_loss and i == 3 else 1.0, 100 * (i + 1), walltime=t)
+        writer.add_scalar("policy/entropy", 1.0 - 0.05 * i, 100 * (i + 1), walltime=t)
     writer.close()
 
 
@@ -51,11 +52,13 @@ def test_report_table_matches_the_logs(tmp_path, capsys):
 def test_max_steps_compares_runs_at_the_same_budget(tmp_path, capsys):
     runs = tmp_path / "runs"
     runs.mkdir()
-    fake_run(runs, "long", "gtrxl", 0, [0.0] * 10 + [1.0] * 10)  # steps 100..2000
+    fake_run(runs, "long", "gtrxl", 0, [0.0] * 10 + [1.0] * 10, timed=True)  # steps 100..2000
     assert main([str(runs), "--out", str(tmp_path / "o"), "--tail", "0.2", "--max-steps", "1000"]) == 0
     (row,) = parse_markdown_tables((tmp_path / "o" / "table.md").read_text())[0]
     assert row["env steps"] == "1000" and row["per seed"] == "s0: 0.000"  # the later 1.0s are cut
     assert row["policy entropy (end)"] == "0.575"  # mean of 1 - 0.05 * {8, 9}: cut at 1000 steps too
+    assert row["wall-clock (s, mean)"] == "90"  # the time at the cut (10 points x 10 s), not the run's 190
+    assert parse_markdown_tables(main_table(runs, tmp_path / "w"))[0][0]["wall-clock (s, mean)"] == "190"
     assert main([str(runs), "--out", str(tmp_path / "o"), "--max-steps", "50"]) == 2
     assert "logged no return at or before 50 env steps" in capsys.readouterr().err
 
@@ -70,6 +73,11 @@ def test_atari_frames_are_env_steps_times_the_action_repeat(tmp_path):
     (row,) = parse_markdown_tables((tmp_path / "o" / "table.md").read_text())[0]
     assert row["env"] == "Pong" and row["env steps"] == "200" and row["frames"] == "800"
     assert row["per seed"] == "s0: -20.000"
+
+
+def main_table(runs, out):
+    assert main([str(runs), "--out", str(out)]) == 0
+    return (out / "table.md").read_text()
 
 
 def test_report_rejects_a_folder_without_runs(tmp_path, capsys):
