@@ -33,6 +33,12 @@ RETURN_TAG = "charts/episodic_return"
 ENTROPY_TAG = "policy/entropy"
 
 
+def tail_mean(values: np.ndarray, tail: float) -> float:
+    """Mean of the last ``tail`` fraction of ``values`` (at least one point)."""
+    n = max(1, math.ceil(len(values) * tail))
+    return float(np.mean(values[-n:]))
+
+
 @dataclass
 class RunLog:
     """What the report needs from one run."""
@@ -57,8 +63,7 @@ class RunLog:
         return (self.env, self.algo, self.core)
 
     def final_return(self, tail: float) -> float:
-        n = max(1, math.ceil(len(self.returns) * tail))
-        return float(np.mean(self.returns[-n:]))
+        return tail_mean(self.returns, tail)
 
     def truncated(self, max_steps: int) -> RunLog:
         """The run up to ``max_steps`` env steps (the points logged at or before it)."""
@@ -81,8 +86,7 @@ class RunLog:
         """Mean policy entropy over the last ``tail`` fraction of its points; nan if not logged."""
         if self.entropy is None or not len(self.entropy):
             return math.nan
-        n = max(1, math.ceil(len(self.entropy) * tail))
-        return float(np.mean(self.entropy[-n:]))
+        return tail_mean(self.entropy, tail)
 
 
 def read_run(path: Path) -> RunLog:
