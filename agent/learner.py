@@ -55,12 +55,30 @@ class Learner(nn.Module):
         self.num_updates = 0
         self.num_skipped = 0  # gradient steps skipped because the loss or the gradients were not finite
         self.consecutive_skipped = 0  # skips since the last good step (the trainer stops past a limit)
+        self.lr_horizon = 0  # env steps over which algo.lr_schedule=linear anneals (set by the trainer)
 
     def _param_groups(self) -> list[dict]:
         return [{"params": list(self.net.parameters()), "name": "net"}]
 
     def build_optimizer(self) -> None:
         self.optimizer = torch.optim.Adam(self._param_groups(), lr=self.cfg.lr, eps=self.cfg.adam_eps)
+
+    def set_lr(self, env_step: int) -> float:
+        """Set the network's step size for the update at ``env_step`` (``algo.lr_schedule``) -> the lr.
+
+        linear: ``lr * max(0, 1 - env_step / lr_horizon)`` (CleanRL's ``--anneal-lr``, which anneals by
+        iteration: the same line, since each iteration adds the same env steps). The duals of V-MPO keep
+        their own fixed step size.
+        """
+        lr = self.cfg.lr
+        if self.cfg.lr_schedule == "linear":
+            if self.lr_horizon <= 0:
+                raise ValueError("algo.lr_schedule=linear needs the learner's lr_horizon (train.total_steps)")
+            lr *= max(0.0, 1.0 - env_step / self.lr_horizon)
+        for group in self.optimizer.param_groups:
+            if group.get("name") == "net":
+                group["lr"] = lr
+        return lr
 
     def distribute(self, axis: BatchAxis) -> None:
         """Train as one of ``axis.world`` data-parallel replicas (rank 0's parameters are broadcast now)."""
@@ -105,6 +123,7 @@ class Learner(nn.Module):
             "optimizer": self.optimizer.state_dict(),
             "num_updates": self.num_updates,
             "num_skipped": self.num_skipped,
+            "lr_horizon": self.lr_horizon,
         }
 
     def load_training_state(self, state: dict) -> None:
@@ -112,6 +131,7 @@ class Learner(nn.Module):
         self.optimizer.load_state_dict(state["optimizer"])
         self.num_updates = int(state["num_updates"])
         self.num_skipped = int(state["num_skipped"])
+        self.lr_horizon = int(state.get("lr_horizon", self.lr_horizon))  # older checkpoints: the trainer's
 
     def update(self, traj: Trajectory) -> Metrics:
         raise NotImplementedError
@@ -204,7 +224,9 @@ class PPOLearner(Learner):
 
     Old log-probabilities and values come from a no-grad unroll of the acting parameters at the start of
     the update (identical to the actor's, since the actor's cache is refreshed after every update).
-    Minibatches split the envs, not time, so every minibatch keeps whole memory segments. Data parallel:
+    Minibatches (``algo.ppo.minibatch_over``) split the envs, so that every minibatch keeps whole memory
+    segments; with a memoryless core they may instead be single steps shuffled over all T*B, as
+    CleanRL's (``samples``; ``auto`` picks it for such cores). Data parallel:
     each rank draws its own minibatches of its own envs and DDP averages the gradients (as CleanRL's
     multi-GPU PPO); advantages are normalised per rank's minibatch.
     """
@@ -222,11 +244,17 @@ class PPOLearner(Learner):
             advantages, returns = gae(
                 traj.reward, old_v, traj.terminated, traj.truncated, cfg.discount, p.gae_lambda
             )
-        num_envs = traj.action.shape[1]
-        minibatches = max(1, min(p.num_minibatches, num_envs))
+        per_sample = self._minibatch_over_samples()
+        if per_sample:  # [T, B] -> [1, T*B]: each step its own column, no bootstrap row (not needed)
+            traj = traj.steps()
+            old_log_probs, advantages, old_v, returns = (
+                x[:T].reshape(1, -1) for x in (old_log_probs, advantages, old_v, returns)
+            )
+        columns = traj.action.shape[1]
+        minibatches = max(1, min(p.num_minibatches, columns))
         metrics: Metrics = {}
         for _ in range(p.update_epochs):
-            for index in torch.randperm(num_envs, device=traj.action.device).chunk(minibatches):
+            for index in torch.randperm(columns, device=traj.action.device).chunk(minibatches):
                 loss, extras = self._compute_loss(
                     traj.select(index),
                     old_log_probs[:, index],
@@ -241,6 +269,14 @@ class PPOLearner(Learner):
         metrics["value/return_mean"] = float(masked_mean(returns, traj.mask))
         metrics["learner/lr"] = self.optimizer.param_groups[0]["lr"]
         return metrics
+
+    def _minibatch_over_samples(self) -> bool:
+        """``algo.ppo.minibatch_over``: samples, or auto with a core that carries no state (memoryless)."""
+        how = self.cfg.ppo.minibatch_over
+        memoryless = not self.net.initial_state(1)
+        if how == "samples" and not memoryless:
+            raise ValueError("algo.ppo.minibatch_over='samples' needs a memoryless core (net.core=ff)")
+        return how == "samples" or (how == "auto" and memoryless)
 
     def _loss(
         self, mb: Trajectory, old_log_probs: torch.Tensor, advantages: torch.Tensor, old_v: torch.Tensor,

@@ -55,6 +55,22 @@ class Trajectory:
                 values[f.name] = value[:, env_index]
         return Trajectory(**values)
 
+    def steps(self) -> Trajectory:
+        """The T steps as T*B independent columns [1, T*B] (no bootstrap row), for a memoryless core.
+
+        Column ``t * B + b`` is step ``t`` of env ``b``; the per-step inputs (obs, first, previous action
+        and reward) go with it, so a core without state computes exactly what it did in [T, B].
+        """
+        T = self.unroll_length
+        if self.initial_state:
+            raise ValueError("Trajectory.steps() splits time: only a memoryless core (empty state) may")
+        values = {
+            f.name: getattr(self, f.name)[:T].reshape(1, -1, *getattr(self, f.name).shape[2:])
+            for f in fields(self)
+            if f.name != "initial_state"
+        }
+        return Trajectory(**values, initial_state={})
+
     def inputs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, State]:
         """Arguments of ``AgentNet.unroll`` over all T+1 observations."""
         return self.obs, self.prev_action, self.prev_reward, self.first, self.initial_state

@@ -155,6 +155,8 @@ class Trainer:
         self.learner: Learner = make_learner(self.net, cfg.algo).to(
             self.device
         )  # .to keeps the optimiser's params
+        # the linear lr schedule's horizon, fixed at the start of the run (a resumed run restores its own)
+        self.learner.lr_horizon = cfg.algo.lr_anneal_steps or cfg.train.total_steps
         if checkpoint is not None:
             self._restore(checkpoint)
         if axis.distributed:  # each rank samples its own actions
@@ -280,6 +282,7 @@ class Trainer:
         self.net.eval()
         traj, episodes = self.actor.rollout(T)
         self.net.train()
+        self.learner.set_lr(self.counters.global_step)  # algo.lr_schedule, at the env steps so far
         metrics = self.learner.update(traj)
         self.actor.refresh()
         if self.axis.distributed:  # every rank's finished episodes, for rank 0's logs

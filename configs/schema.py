@@ -138,6 +138,8 @@ class NetConfig:
 
 
 ALGOS = ("vmpo", "ppo")
+LR_SCHEDULES = ("constant", "linear")
+MINIBATCH_OVER = ("auto", "envs", "samples")
 DUAL_PARAMS = ("softplus", "projected")
 
 
@@ -181,6 +183,10 @@ class PPOConfig:
     norm_adv: bool = True
     update_epochs: int = 4
     num_minibatches: int = 4
+    # What a minibatch splits. envs: whole env columns [T, B/k] (a memory core needs whole segments);
+    # samples: single steps shuffled over T*B (CleanRL), for memoryless cores only; auto: samples for
+    # net.core=ff, envs for every memory core.
+    minibatch_over: str = "auto"
 
     def __post_init__(self) -> None:
         check_range("algo.ppo.gae_lambda", self.gae_lambda, 0.0, 1.0)
@@ -189,6 +195,7 @@ class PPOConfig:
         check_range("algo.ppo.vf_coef", self.vf_coef, 0.0)
         check_range("algo.ppo.update_epochs", self.update_epochs, 1)
         check_range("algo.ppo.num_minibatches", self.num_minibatches, 1)
+        check_choice("algo.ppo.minibatch_over", self.minibatch_over, MINIBATCH_OVER)
 
 
 @dataclass
@@ -197,7 +204,12 @@ class AlgoConfig:
     discount: float = 0.99
     n_step: int = 63  # n of the n-step bootstrapped targets (V-MPO: the unroll length)
     unroll_length: int = 63  # T
-    lr: float = 1e-4  # Adam, fixed (V-MPO Atari)
+    lr: float = 1e-4  # Adam (V-MPO Atari: fixed)
+    # constant: lr throughout (V-MPO); linear: lr * (1 - env_step / horizon), annealed to 0 at the
+    # horizon (CleanRL's --anneal-lr). horizon = lr_anneal_steps, or train.total_steps when 0, fixed when
+    # the run starts and kept in the checkpoint: a resumed run continues the same line.
+    lr_schedule: str = "constant"
+    lr_anneal_steps: int = 0
     adam_eps: float = 1e-8
     max_grad_norm: float = 40.0
     value_coef: float = 0.5  # L_V = 0.5 (G - V)^2
@@ -212,6 +224,8 @@ class AlgoConfig:
         check_range("algo.n_step", self.n_step, 1)
         check_range("algo.unroll_length", self.unroll_length, 1)
         check_range("algo.lr", self.lr, 0.0, low_inclusive=False)
+        check_choice("algo.lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        check_range("algo.lr_anneal_steps", self.lr_anneal_steps, 0)
         check_range("algo.max_grad_norm", self.max_grad_norm, 0.0, low_inclusive=False)
         check_range("algo.value_coef", self.value_coef, 0.0)
         check_range("algo.popart_beta", self.popart_beta, 0.0, 1.0, low_inclusive=False)
@@ -265,3 +279,10 @@ class Config:
     net: NetConfig = field(default_factory=NetConfig)
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if self.algo.ppo.minibatch_over == "samples" and self.net.core != "ff":
+            raise ConfigError(
+                f"algo.ppo.minibatch_over='samples' needs a memoryless core (net.core=ff), not "
+                f"{self.net.core!r}: a memory core must see whole segments; accepted values: auto, envs"
+            )
