@@ -8,12 +8,20 @@ each run's points (the policy entropy likewise: a policy that stays at ``log |A|
 ``--max-steps N`` cuts every run at ``N`` env steps first (returns, entropy and wall-clock), so runs that
 got different budgets (e.g. V-MPO and PPO side by side for the same wall-clock) are compared at the same
 number of frames.
+``--buckets F`` adds a table of the mean return in consecutive windows of ``F`` frames (env steps outside
+Atari), the form in which learning curves are quoted against a reference (e.g. "10.6 at 0.8-1.2M").
+
+Run directories (checkpoints, event files) stay on the machine that trained them; ``--export DIR``
+writes one small JSON summary per run (its config and the curves this report reads), and the report
+reads such summaries wherever it would read a run directory. The summaries are what the repository
+commits (``docs/results/runs/``), so every table can be rebuilt on a fresh clone.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import sys
 from dataclasses import dataclass
@@ -57,6 +65,7 @@ class RunLog:
     entropy_steps: np.ndarray | None = None
     start_time: float = 0.0  # wall time of the run's first logged event
     return_times: np.ndarray | None = None  # wall times of the return points
+    config: dict | None = None  # the run's config.yaml (kept in summaries, for the command)
 
     @property
     def group(self) -> tuple[str, str, str]:
@@ -87,6 +96,42 @@ class RunLog:
         if self.entropy is None or not len(self.entropy):
             return math.nan
         return tail_mean(self.entropy, tail)
+
+
+SUMMARY_VERSION = 1
+ARRAYS = ("steps", "returns", "entropy", "entropy_steps", "return_times")
+
+
+def to_summary(run: RunLog) -> dict:
+    """The JSON-able summary of a run: its config and every curve the report reads."""
+    out = {"version": SUMMARY_VERSION}
+    for f in dataclasses.fields(run):
+        value = getattr(run, f.name)
+        if f.name == "path":
+            continue
+        out[f.name] = value.tolist() if isinstance(value, np.ndarray) else value
+    return out
+
+
+def read_summary(path: Path) -> RunLog:
+    """A run from its exported JSON summary; ``ValueError`` (one line) if it is not one."""
+    try:
+        data = json.loads(path.read_text())
+        if data.get("version") != SUMMARY_VERSION:
+            raise ValueError(f"version {data.get('version')!r}, expected {SUMMARY_VERSION}")
+        data.pop("version")
+        dtypes = {"steps": np.int64, "entropy_steps": np.int64}
+        for name in ARRAYS:
+            if data.get(name) is not None:
+                data[name] = np.asarray(data[name], dtypes.get(name, np.float64))
+        return RunLog(path=path, **data)
+    except (OSError, ValueError, TypeError, AttributeError) as err:
+        raise ValueError(f"'{path}' is not a run summary ({str(err).splitlines()[0]})") from None
+
+
+def read_any(path: Path) -> RunLog:
+    """A run directory or an exported ``.json`` summary."""
+    return read_summary(path) if path.suffix == ".json" else read_run(path)
 
 
 def read_run(path: Path) -> RunLog:
@@ -126,6 +171,7 @@ def read_run(path: Path) -> RunLog:
         entropy_steps=None if entropy is None else np.array([e.step for e in entropy], np.int64),
         start_time=float(min(walls)) if walls else 0.0,
         return_times=np.array([e.wall_time for e in events], np.float64),
+        config=cfg,
     )
 
 
@@ -157,6 +203,43 @@ def summary_table(runs: list[RunLog], tail: float) -> str:
     return "\n".join(lines)
 
 
+def bucket_table(runs: list[RunLog], width: int) -> str:
+    """Markdown: mean return in windows of ``width`` frames, per group (mean over seeds, and per seed).
+
+    A seed's value in a window is the mean of its return points logged in it (each point is the mean
+    over the episodes that ended in one update); windows a seed did not reach are left out of the mean,
+    and a window no seed reached is "-".
+    """
+    groups: dict[tuple[str, str, str], list[RunLog]] = {}
+    for run in runs:
+        groups.setdefault(run.group, []).append(run)
+    end = max(int(r.steps[-1] * r.frame_skip) for r in runs)
+    edges = list(range(0, end + 1, width)) or [0]
+    label = lambda x: f"{x / 1e6:g}M" if x >= 100_000 else f"{x}"
+    head = [f"{label(lo)}-{label(lo + width)}" for lo in edges]
+    lines = [
+        f"| env | algo | core | seeds | {' | '.join(head)} |",
+        "|---|---|---|---|" + "---|" * len(head),
+    ]
+    for (env, algo, core), members in sorted(groups.items()):
+        members.sort(key=lambda r: r.seed)
+        cells = []
+        for lo in edges:
+            per_seed = []
+            for r in members:
+                frames = r.steps * r.frame_skip
+                inside = (frames > lo) & (frames <= lo + width)
+                if inside.any():
+                    per_seed.append((r.seed, float(r.returns[inside].mean())))
+            if not per_seed:
+                cells.append("-")
+                continue
+            detail = ", ".join(f"{v:.1f}" for _, v in per_seed)
+            cells.append(f"**{np.mean([v for _, v in per_seed]):.1f}** ({detail})")
+        lines.append(f"| {env} | {algo} | {core} | {len(members)} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
 def plot_curves(runs: list[RunLog], path: Path, title: str) -> None:
     """Return vs env steps (Atari: frames): mean over seeds (line), min-max over seeds (band)."""
     fig, ax = plt.subplots(figsize=(7, 4.2))
@@ -181,14 +264,14 @@ def plot_curves(runs: list[RunLog], path: Path, title: str) -> None:
 
 
 def find_runs(paths: list[str]) -> list[Path]:
-    """Run directories named directly, or found one level below a named folder."""
+    """Run directories or ``.json`` summaries named directly, or found one level below a named folder."""
     found = []
     for name in paths:
         path = Path(name)
-        if (path / "config.yaml").is_file():
+        if (path / "config.yaml").is_file() or (path.suffix == ".json" and path.is_file()):
             found.append(path)
         elif path.is_dir():
-            found += sorted(p for p in path.iterdir() if (p / "config.yaml").is_file())
+            found += sorted(p for p in path.iterdir() if (p / "config.yaml").is_file() or p.suffix == ".json")
         else:
             raise ValueError(f"'{path}' does not exist")
     return found
@@ -202,9 +285,19 @@ def main(argv: list[str] | None = None) -> int:
         "--tail", type=float, default=0.1, help="fraction of the last points for the final return"
     )
     parser.add_argument("--max-steps", type=int, default=0, help="cut every run at this many env steps")
+    parser.add_argument(
+        "--buckets", type=int, default=0, help="also tabulate the mean return per window of this many frames"
+    )
+    parser.add_argument("--export", default="", help="write one JSON summary per run into this folder")
     args = parser.parse_args(argv)
     try:
-        runs = [read_run(p) for p in find_runs(args.runs)]
+        runs = [read_any(p) for p in find_runs(args.runs)]
+        if args.export:
+            export = Path(args.export)
+            export.mkdir(parents=True, exist_ok=True)
+            for run in runs:
+                name = run.path.stem if run.path.suffix == ".json" else run.path.name
+                (export / f"{name}.json").write_text(json.dumps(to_summary(run)) + "\n")
         if args.max_steps > 0:
             runs = [r.truncated(args.max_steps) for r in runs]
     except ValueError as err:
@@ -216,6 +309,10 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     table = summary_table(runs, args.tail)
+    if args.buckets > 0:
+        unit = "emulator frames" if any(r.frame_skip > 1 for r in runs) else "env steps"
+        table += f"\n\nMean return per window of {unit} (mean over seeds in bold, then each seed):\n\n"
+        table += bucket_table(runs, args.buckets)
     (out / "table.md").write_text(table + "\n")
     for env in sorted({r.env for r in runs}):
         plot_curves([r for r in runs if r.env == env], out / f"curves_{env}.png", env)

@@ -85,3 +85,43 @@ def test_report_rejects_a_folder_without_runs(tmp_path, capsys):
     assert main([str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
     assert main([str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
     assert capsys.readouterr().err.count("error: ") == 2
+
+
+def test_exported_summaries_rebuild_the_same_table(tmp_path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    fake_run(runs, "g0", "gtrxl", 0, [0.2] * 10 + [1.0] * 10, timed=True)
+    fake_run(runs, "f0", "ff", 0, [0.25] * 20, nan_loss=True, timed=True)
+    summaries = tmp_path / "summaries"
+    assert main([str(runs), "--out", str(tmp_path / "a"), "--export", str(summaries)]) == 0
+    assert sorted(p.name for p in summaries.iterdir()) == ["f0.json", "g0.json"]
+    assert main([str(summaries), "--out", str(tmp_path / "b")]) == 0
+    assert (tmp_path / "a" / "table.md").read_text() == (tmp_path / "b" / "table.md").read_text()
+    cut = [main([str(src), "--out", str(tmp_path / o), "--max-steps", "1000"]) for src, o in
+           ((runs, "c"), (summaries, "d"))]  # fmt: skip
+    assert cut == [0, 0]
+    assert (tmp_path / "c" / "table.md").read_text() == (tmp_path / "d" / "table.md").read_text()
+    assert (tmp_path / "b" / "curves_CueRecall-L8.png").stat().st_size > 1000
+
+
+def test_a_corrupt_summary_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "bad.json").write_text("{not json")
+    assert main([str(tmp_path / "bad.json"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "is not a run summary" in err and "bad.json" in err
+
+
+def test_bucket_table_means_each_window_over_seeds(tmp_path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    atari = {"name": "Breakout", "family": "atari", "protocol": "dqn"}  # 4 frames per step
+    fake_run(runs, "s0", "ff", 0, [1.0, 1.0, 3.0, 5.0], env=atari)  # frames 400, 800, 1200, 1600
+    fake_run(runs, "s1", "ff", 1, [2.0, 2.0, 4.0], env=atari)  # frames 400, 800, 1200
+    assert main([str(runs), "--out", str(tmp_path / "o"), "--buckets", "800"]) == 0
+    text = (tmp_path / "o" / "table.md").read_text()
+    assert "per window of emulator frames" in text
+    _, buckets = parse_markdown_tables(text)
+    (row,) = buckets
+    assert row["0-800"] == "**1.5** (1.0, 2.0)"  # s0: mean(1, 1), s1: mean(2, 2)
+    assert row["800-1600"] == "**4.0** (4.0, 4.0)"  # s0: mean(3, 5); s1: its one point, 4
+    assert row["1600-2400"] == "-"
