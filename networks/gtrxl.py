@@ -9,6 +9,8 @@ References
 Attention semantics (the contract the tests check)
 - Query at absolute time ``i`` attends key ``j`` iff ``0 <= i - j <= M`` (sliding window, ``M`` =
   ``memory_length``) and ``j`` is in the same episode as ``i``. A query always sees itself.
+- That window is per layer: the core's receptive field is ``L * M`` steps (Dai et al. 2019, section 3.2),
+  since layer ``l``'s memory holds layer ``l - 1``'s outputs; memory resets at episode starts cut it.
 - The memory of a layer is its last ``M`` *inputs* (detached), kept in a ring buffer: ``pos`` is the slot
   that holds the oldest step, which the next step overwrites, so slot ``m`` holds the step at distance
   ``M - ((m - pos) mod M)`` from the next query (``pos = 0``: oldest first). ``step`` writes one slot per

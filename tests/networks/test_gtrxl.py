@@ -1,5 +1,5 @@
-"""Transformer cores: cached step == unroll == an independent full-history recompute; init near identity;
-TrXL vs TrXL-I; refresh_cache; SDPA vs explicit softmax."""
+"""Transformer cores: cached step == unroll == an independent full-history recompute; receptive field
+L*M, cut by episode starts; init near identity; TrXL vs TrXL-I; refresh_cache; SDPA vs explicit softmax."""
 
 from __future__ import annotations
 
@@ -149,18 +149,87 @@ def test_step_unroll_and_full_recompute_agree(core_name: str, gate: str) -> None
         torch.testing.assert_close(final["k"], core.refresh_cache(final)["k"], atol=1e-5, rtol=0)
 
 
-def test_memory_shorter_than_history_changes_the_output() -> None:
-    """Sanity for the window: with M=3 the output at t=11 must not see t <= 7, with M=8 it does."""
-    x, first = history()
-    first[1:] = False
+def core_outputs(core: TransformerCore, x: torch.Tensor, first: torch.Tensor, mode: str) -> torch.Tensor:
+    """Outputs [T, B, d] of ``core`` over x [T, B, d] from an empty memory: one ``unroll`` (``"unroll"``),
+    ``unroll`` over 2-step segments carrying the memory (``"segments"``), or cached ``step`` (``"step"``)."""
+    B = x.shape[1]
+    state, ys = core.initial_state(B), []
+    with torch.no_grad():
+        if mode == "unroll":
+            return core.unroll(x, first, state)[0]
+        if mode == "segments":
+            for lo in range(0, len(x), 2):
+                y, state = core.unroll(x[lo : lo + 2], first[lo : lo + 2], state)
+                ys.append(y)
+            return torch.cat(ys)
+        for t in range(len(x)):
+            y, state = core.step(x[t], first[t], state)
+            ys.append(y)
+        return torch.stack(ys)
+
+
+def perturbed_step(L: int, M: int, s: int, reset: int | None = None):
+    """A history x [T, B, d] (T = s + L*M + 5, one episode from t=0, or a second one from ``reset``) and
+    a copy x2 with random noise added to step ``s`` only."""
+    T, B, d = s + L * M + 5, 2, 12
+    g = torch.Generator().manual_seed(10 * L + M)
+    x = torch.randn(T, B, d, generator=g, dtype=torch.float64)
+    first = torch.zeros(T, B, dtype=torch.bool)
+    first[0] = True
+    if reset is not None:
+        first[reset] = True
     x2 = x.clone()
-    x2[:8] += 1.0
-    for M, should_change in ((3, False), (8, True)):
-        core = make_core("gtrxl", "gru", memory_length=M)
-        with torch.no_grad():
-            a, _ = core.unroll(x, first, core.initial_state(3))
-            b, _ = core.unroll(x2, first, core.initial_state(3))
-        assert torch.equal(a[-1], b[-1]) != should_change
+    x2[s] += torch.randn(B, d, generator=g, dtype=torch.float64)
+    return x, x2, first
+
+
+CHANGED = 1e-10  # far above float64 rounding; measured >= 1e-7 at t = s + L*M, L = 3 (a hop shrinks it ~100x)
+
+
+@pytest.mark.parametrize("M", [1, 3])
+@pytest.mark.parametrize("L", [1, 2, 3])
+def test_receptive_field_is_num_layers_times_memory_length(L: int, M: int) -> None:
+    """Perturbing step ``s`` changes exactly the outputs at ``s <= t <= s + L*M`` (Dai et al. 2019, 3.2).
+
+    A layer's query at ``t`` sees its inputs at ``t - M .. t``; those are the previous layer's outputs,
+    which saw their own window, so ``L`` layers see ``L*M`` steps back (not ``M``). Before ``s`` the
+    outputs are the same computation on the same inputs (the same bits); beyond ``s + L*M`` the perturbed
+    step reaches them only through masked attention weights. Checked through one ``unroll``, 2-step
+    ``unroll`` segments (the memory carries the field across segments) and the cached ``step``.
+    """
+    s = 4
+    x, x2, first = perturbed_step(L, M, s)
+    core = make_core("gtrxl", "gru", memory_length=M, num_layers=L)
+    end = s + L * M  # the last output the perturbation reaches
+    for mode in ("unroll", "segments", "step"):
+        a, b = core_outputs(core, x, first, mode), core_outputs(core, x2, first, mode)
+        assert torch.equal(a[:s], b[:s]), mode  # causal
+        change = (a - b).abs().amax(dim=(1, 2))  # [T]
+        assert (change[s : end + 1] > CHANGED).all(), (mode, change.tolist())
+        torch.testing.assert_close(
+            a[end + 1 :], b[end + 1 :], atol=1e-12, rtol=0, msg=lambda m, mode=mode: f"{mode}: {m}"
+        )
+
+
+@pytest.mark.parametrize("M", [1, 3])
+@pytest.mark.parametrize("L", [1, 2, 3])
+def test_episode_start_cuts_the_receptive_field(L: int, M: int) -> None:
+    """An episode start at ``r`` (``s < r <= s + L*M``) hides step ``s`` from every output at ``t >= r``.
+
+    Exactly: every layer's query at ``t >= r`` attends only keys of its own episode, which by induction
+    over the layers do not depend on step ``s``; the other keys get a ``-inf`` score (``masked_fill``),
+    hence an attention weight ``exp(-inf) = 0`` and a contribution ``0 * v = 0`` for any finite ``v``.
+    """
+    s = 4
+    r = s + max(1, L * M // 2)
+    x, x2, first = perturbed_step(L, M, s, reset=r)
+    core = make_core("gtrxl", "gru", memory_length=M, num_layers=L)
+    for mode in ("unroll", "segments", "step"):
+        a, b = core_outputs(core, x, first, mode), core_outputs(core, x2, first, mode)
+        assert torch.equal(a[:s], b[:s]), mode
+        change = (a - b).abs().amax(dim=(1, 2))
+        assert (change[s:r] > CHANGED).all(), (mode, change.tolist())
+        assert torch.equal(a[r:], b[r:]), (mode, change.tolist())
 
 
 def test_mask_query_always_sees_itself() -> None:
