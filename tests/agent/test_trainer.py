@@ -109,7 +109,7 @@ def test_kill_and_resume_continues_counters_duals_and_optimizer(tmp_path):
     module = trainer.learner.state_dict()
     for key, value in saved["learner"]["module"].items():
         assert torch.equal(module[key], value), key
-    assert float(trainer.learner.eta.value()) > 0
+    assert float(trainer.learner.eta.value().detach()) > 0
     opt = trainer.learner.optimizer.state_dict()["state"]
     for index, state in saved["learner"]["optimizer"]["state"].items():
         assert torch.equal(opt[index]["exp_avg"], state["exp_avg"])

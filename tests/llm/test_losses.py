@@ -117,7 +117,9 @@ def test_group_advantages():
     assert torch.allclose(std, torch.full((6,), math.sqrt(1 / 3)))
     norm = group_mean_advantages(r, g, normalize_std=True, eps=0.0)
     assert torch.allclose(norm, group_mean_advantages(r, g) / math.sqrt(1 / 3))
-    assert torch.equal(value_advantages(torch.tensor([1.0]), torch.tensor([0.25])), torch.tensor([0.75]))
+    torch.testing.assert_close(
+        value_advantages(torch.tensor([1.0]), torch.tensor([0.25])), torch.tensor([0.75])
+    )
 
 
 def test_shape_errors_are_one_line():
