@@ -66,10 +66,23 @@ class RunLog:
     start_time: float = 0.0  # wall time of the run's first logged event
     return_times: np.ndarray | None = None  # wall times of the return points
     config: dict | None = None  # the run's config.yaml (kept in summaries, for the command)
+    variant: str = ""  # "[key=value ...]" of --group-by: runs that differ there are separate groups
+
+    def with_variant(self, keys: list[str]) -> RunLog:
+        """This run labelled by the values of the dotted config ``keys`` (e.g. ``train.bf16``)."""
+        parts = []
+        for key in keys:
+            node: object = self.config or {}
+            for name in key.split("."):
+                if not isinstance(node, dict) or name not in node:
+                    raise ValueError(f"run '{self.path}' has no config key '{key}' (--group-by)")
+                node = node[name]
+            parts.append(f"{key}={node}")
+        return dataclasses.replace(self, variant=f"[{' '.join(parts)}]" if parts else "")
 
     @property
     def group(self) -> tuple[str, str, str]:
-        return (self.env, self.algo, self.core)
+        return (self.env, self.algo, f"{self.core} {self.variant}".strip())
 
     def final_return(self, tail: float) -> float:
         return tail_mean(self.returns, tail)
@@ -207,14 +220,14 @@ def bucket_table(runs: list[RunLog], width: int) -> str:
     """Markdown: mean return in windows of ``width`` frames, per group (mean over seeds, and per seed).
 
     A seed's value in a window is the mean of its return points logged in it (each point is the mean
-    over the episodes that ended in one update); windows a seed did not reach are left out of the mean,
-    and a window no seed reached is "-".
+    over the episodes that ended in one update). Only whole windows count: a seed that stopped before
+    a window's end is left out of that window, and a window no seed finished is not shown.
     """
     groups: dict[tuple[str, str, str], list[RunLog]] = {}
     for run in runs:
         groups.setdefault(run.group, []).append(run)
     end = max(int(r.steps[-1] * r.frame_skip) for r in runs)
-    edges = list(range(0, end + 1, width)) or [0]
+    edges = list(range(0, end - width + 1, width)) or [0]
     label = lambda x: f"{x / 1e6:g}M" if x >= 100_000 else f"{x}"
     head = [f"{label(lo)}-{label(lo + width)}" for lo in edges]
     lines = [
@@ -229,12 +242,12 @@ def bucket_table(runs: list[RunLog], width: int) -> str:
             for r in members:
                 frames = r.steps * r.frame_skip
                 inside = (frames > lo) & (frames <= lo + width)
-                if inside.any():
+                if inside.any() and frames[-1] >= lo + width:
                     per_seed.append((r.seed, float(r.returns[inside].mean())))
             if not per_seed:
                 cells.append("-")
                 continue
-            detail = ", ".join(f"{v:.1f}" for _, v in per_seed)
+            detail = ", ".join(f"s{seed} {v:.1f}" for seed, v in per_seed)
             cells.append(f"**{np.mean([v for _, v in per_seed]):.1f}** ({detail})")
         lines.append(f"| {env} | {algo} | {core} | {len(members)} | {' | '.join(cells)} |")
     return "\n".join(lines)
@@ -288,6 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--buckets", type=int, default=0, help="also tabulate the mean return per window of this many frames"
     )
+    parser.add_argument(
+        "--group-by", default="", help="comma-separated config keys that also split groups (e.g. train.bf16)"
+    )
     parser.add_argument("--export", default="", help="write one JSON summary per run into this folder")
     args = parser.parse_args(argv)
     try:
@@ -298,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
             for run in runs:
                 name = run.path.stem if run.path.suffix == ".json" else run.path.name
                 (export / f"{name}.json").write_text(json.dumps(to_summary(run)) + "\n")
+        keys = [k for k in args.group_by.split(",") if k]
+        runs = [r.with_variant(keys) for r in runs]
         if args.max_steps > 0:
             runs = [r.truncated(args.max_steps) for r in runs]
     except ValueError as err:

@@ -123,6 +123,22 @@ def test_bucket_table_means_each_window_over_seeds(tmp_path):
     assert "per window of emulator frames" in text
     _, buckets = parse_markdown_tables(text)
     (row,) = buckets
-    assert row["0-800"] == "**1.5** (1.0, 2.0)"  # s0: mean(1, 1), s1: mean(2, 2)
-    assert row["800-1600"] == "**4.0** (4.0, 4.0)"  # s0: mean(3, 5); s1: its one point, 4
-    assert row["1600-2400"] == "-"
+    assert row["0-800"] == "**1.5** (s0 1.0, s1 2.0)"  # s0: mean(1, 1), s1: mean(2, 2)
+    assert row["800-1600"] == "**4.0** (s0 4.0)"  # s0: mean(3, 5); s1 stopped at 1200, mid-window
+    assert "1600-2400" not in row  # no seed finished it
+
+
+def test_group_by_splits_runs_that_differ_in_a_config_key(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for name, bf16 in (("a", "on"), ("b", "off")):
+        fake_run(runs, name, "gtrxl", 0, [1.0 if bf16 == "on" else 2.0] * 4)
+        cfg = yaml.safe_load((runs / name / "config.yaml").read_text())
+        cfg["train"]["bf16"] = bf16
+        (runs / name / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert main([str(runs), "--out", str(tmp_path / "o"), "--group-by", "train.bf16"]) == 0
+    rows = {r["core"]: r for r in parse_markdown_tables((tmp_path / "o" / "table.md").read_text())[0]}
+    assert rows["gtrxl [train.bf16=off]"]["per seed"] == "s0: 2.000"
+    assert rows["gtrxl [train.bf16=on]"]["per seed"] == "s0: 1.000"
+    assert main([str(runs), "--out", str(tmp_path / "o"), "--group-by", "train.nope"]) == 2
+    assert "no config key 'train.nope'" in capsys.readouterr().err
