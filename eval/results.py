@@ -188,11 +188,17 @@ def read_run(path: Path) -> RunLog:
     )
 
 
-def summary_table(runs: list[RunLog], tail: float) -> str:
-    """Markdown: one row per (env, algo, core) with the final return over seeds."""
+def group_runs(runs: list[RunLog]) -> dict[tuple[str, str, str], list[RunLog]]:
+    """Runs by (env, algo, core [variant]); the seeds of one group are averaged together."""
     groups: dict[tuple[str, str, str], list[RunLog]] = {}
     for run in runs:
         groups.setdefault(run.group, []).append(run)
+    return groups
+
+
+def summary_table(runs: list[RunLog], tail: float) -> str:
+    """Markdown: one row per (env, algo, core) with the final return over seeds."""
+    groups = group_runs(runs)
     lines = [
         f"| env | algo | core | seeds | final return (mean ± std over seeds, last {tail:.0%} of points) "
         "| per seed | policy entropy (end) | env steps | frames | wall-clock (s, mean) | diverged |",
@@ -223,9 +229,7 @@ def bucket_table(runs: list[RunLog], width: int) -> str:
     over the episodes that ended in one update). Only whole windows count: a seed that stopped before
     a window's end is left out of that window, and a window no seed finished is not shown.
     """
-    groups: dict[tuple[str, str, str], list[RunLog]] = {}
-    for run in runs:
-        groups.setdefault(run.group, []).append(run)
+    groups = group_runs(runs)
     end = max(int(r.steps[-1] * r.frame_skip) for r in runs)
     edges = list(range(0, end - width + 1, width)) or [0]
     label = lambda x: f"{x / 1e6:g}M" if x >= 100_000 else f"{x}"
@@ -256,9 +260,7 @@ def bucket_table(runs: list[RunLog], width: int) -> str:
 def plot_curves(runs: list[RunLog], path: Path, title: str) -> None:
     """Return vs env steps (Atari: frames): mean over seeds (line), min-max over seeds (band)."""
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    groups: dict[tuple[str, str, str], list[RunLog]] = {}
-    for run in runs:
-        groups.setdefault(run.group, []).append(run)
+    groups = group_runs(runs)
     frames = any(r.frame_skip > 1 for r in runs)  # Atari: x in emulator frames, as budgets are quoted
     for (_, algo, core), members in sorted(groups.items()):
         xs = [r.steps * (r.frame_skip if frames else 1) for r in members]
