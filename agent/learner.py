@@ -234,6 +234,10 @@ class PPOLearner(Learner):
     def __init__(self, net: nn.Module, cfg: AlgoConfig) -> None:
         super().__init__(net, cfg)
         self.build_optimizer()
+        # algo.ppo.minibatch_over: samples, or auto with a core that carries no state (memoryless);
+        # samples with a memory core is refused by Trajectory.steps() (and by the config)
+        how, memoryless = cfg.ppo.minibatch_over, not net.initial_state(1)
+        self.minibatch_over_samples = how == "samples" or (how == "auto" and memoryless)
 
     def update(self, traj: Trajectory) -> Metrics:
         cfg, p, T = self.cfg, self.cfg.ppo, traj.unroll_length
@@ -244,8 +248,7 @@ class PPOLearner(Learner):
             advantages, returns = gae(
                 traj.reward, old_v, traj.terminated, traj.truncated, cfg.discount, p.gae_lambda
             )
-        per_sample = self._minibatch_over_samples()
-        if per_sample:  # [T, B] -> [1, T*B]: each step its own column, no bootstrap row (not needed)
+        if self.minibatch_over_samples:  # [T, B] -> [1, T*B]: each step its own column, no bootstrap row
             traj = traj.steps()
             old_log_probs, advantages, old_v, returns = (
                 x[:T].reshape(1, -1) for x in (old_log_probs, advantages, old_v, returns)
@@ -269,14 +272,6 @@ class PPOLearner(Learner):
         metrics["value/return_mean"] = float(masked_mean(returns, traj.mask))
         metrics["learner/lr"] = self.optimizer.param_groups[0]["lr"]
         return metrics
-
-    def _minibatch_over_samples(self) -> bool:
-        """``algo.ppo.minibatch_over``: samples, or auto with a core that carries no state (memoryless)."""
-        how = self.cfg.ppo.minibatch_over
-        memoryless = not self.net.initial_state(1)
-        if how == "samples" and not memoryless:
-            raise ValueError("algo.ppo.minibatch_over='samples' needs a memoryless core (net.core=ff)")
-        return how == "samples" or (how == "auto" and memoryless)
 
     def _loss(
         self, mb: Trajectory, old_log_probs: torch.Tensor, advantages: torch.Tensor, old_v: torch.Tensor,

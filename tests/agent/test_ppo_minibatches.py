@@ -7,24 +7,19 @@ import copy
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from agent.learner import PPOLearner
 from agent.train import build_config
 from agent.trainer import Trainer
 from configs import ConfigError, load_config
+from tests.agent.test_trainer import TINY as TRAINER_TINY
+from tests.agent.test_trainer import scalars
 
-TINY = [
-    "env.num_envs=4", "algo.unroll_length=8", "algo.n_step=8", "net.d_model=32", "net.torso_out=32",
-    "net.num_layers=1", "net.num_heads=2", "net.head_dim=16", "net.mlp_dim=32", "net.memory_length=8",
-    "train.progress=false", "algo.name=ppo",
-]  # fmt: skip
+TINY = [*TRAINER_TINY, "algo.name=ppo"]
 
 
 def lr_curve(run_dir) -> list[tuple[int, float]]:
-    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-    acc.Reload()
-    return [(e.step, e.value) for e in acc.Scalars("learner/lr")]
+    return scalars(run_dir, "learner/lr")
 
 
 def trainer_and_unroll(tmp_path, *overrides: str):
@@ -79,7 +74,7 @@ def test_sample_minibatches_split_all_steps(tmp_path):
     """Four minibatches per epoch, each a quarter of the T*B single steps."""
     trainer, traj = trainer_and_unroll(tmp_path, "net.core=ff", "algo.ppo.num_minibatches=4")
     learner = trainer.learner
-    assert learner._minibatch_over_samples()
+    assert learner.minibatch_over_samples
     seen = []
     original = learner._compute_loss
 
@@ -95,7 +90,7 @@ def test_sample_minibatches_split_all_steps(tmp_path):
 
 def test_memory_core_keeps_env_minibatches_and_refuses_samples(tmp_path):
     trainer, _ = trainer_and_unroll(tmp_path, "net.core=gtrxl")
-    assert not trainer.learner._minibatch_over_samples()
+    assert not trainer.learner.minibatch_over_samples
     with pytest.raises(ConfigError, match="minibatch_over='samples' needs a memoryless core"):
         load_config("quickstart", [*TINY, "net.core=lstm", "algo.ppo.minibatch_over=samples"])
 
