@@ -19,6 +19,7 @@ pipes and reads their frames from one shared-memory buffer, so :class:`DMLabVecE
   level path containing ``/``, a comma-separated list of those, ``dmlab30`` (the 30 training levels) or
   ``dmlab30_test`` (the 30 evaluation levels). With several levels, worker ``i`` runs level ``i mod L``
   (round robin, so ``num_envs`` a multiple of 30 trains every level equally) and ``task_names`` lists them.
+  A bare name close to a DMLab-30 name (a typo) is refused before ``deepmind_lab`` is imported.
 
 DMLab settings are ``EnvConfig`` fields (:class:`DMLabSettings`): ``dmlab_width``, ``dmlab_height``,
 ``action_repeat``, ``dmlab_renderer``, ``instructions``, ``instr_length``, ``instr_vocab``,
@@ -27,6 +28,7 @@ DMLab settings are ``EnvConfig`` fields (:class:`DMLabSettings`): ``dmlab_width`
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.util
 import multiprocessing as mp
@@ -97,6 +99,7 @@ LEVEL_PREFIX = "contributed/dmlab30/"
 LAB_MODULE = "deepmind_lab"  # the module that provides ``Lab``; the tests point this at a fake
 START_METHOD = "forkserver"  # workers never inherit the trainer's threads (torch) or GL state
 INSTRUCTION_MODES = ("ignore", "tokens")
+TYPO_CUTOFF = 0.8  # difflib ratio above which a bare level name is taken as a typo of a DMLab-30 name
 RENDERERS = ("software", "hardware")
 
 
@@ -172,6 +175,20 @@ def resolve_levels(name: str) -> list[str]:
     if not all(levels):
         raise ValueError(f"env.name={name!r} has an empty level name; accepted: level[,level...]")
     return levels
+
+
+def check_level_names(levels: list[str]) -> None:
+    """Refuse a likely typo of a DMLab-30 name before DeepMind Lab is even imported (so a user without it
+    hears of the typo first): a bare name that is not a DMLab-30 level but close to one. Other bare names
+    may be levels of DeepMind Lab itself (``seekavoid_arena_01``); they are checked when loaded."""
+    choices = [*DMLAB30_LEVELS, *DMLAB30_TEST_LEVEL, "dmlab30", "dmlab30_test"]
+    for level in levels:
+        if "/" in level or level in choices:
+            continue
+        if difflib.get_close_matches(level, choices, n=1, cutoff=TYPO_CUTOFF):
+            raise ValueError(
+                f"{unknown_name_error('dmlab level', level, choices)} (a level of your own: give its path)"
+            )
 
 
 def level_path(level: str) -> str:
@@ -251,6 +268,8 @@ class DMLabVecEnv:
     def __init__(self, cfg: EnvConfig, lab_module: str | None = None, slots: range | None = None) -> None:
         self.settings = settings = DMLabSettings.from_config(cfg)
         module = lab_module or LAB_MODULE
+        levels = resolve_levels(cfg.name)
+        check_level_names(levels)  # before the module: a typo is reported even where DMLab is missing
         if importlib.util.find_spec(module) is None:
             raise ModuleNotFoundError(
                 f"env.family='dmlab' needs the {module!r} module (DeepMind Lab's Python package), which is "
@@ -262,7 +281,7 @@ class DMLabVecEnv:
         self.observation_shape = (3, settings.height, settings.width)
         self.observation_dtype = np.dtype(np.uint8)
         self.num_actions = len(DMLAB_ACTION_SET)
-        self.task_names = resolve_levels(cfg.name)
+        self.task_names = levels
         self._task_id = np.arange(slots.start, slots.stop, dtype=np.int64) % len(self.task_names)
         self.levels = [self.task_names[task] for task in self._task_id]
         self.slot_tasks = self._task_id.copy  # the level of each worker (the actor's first task ids)

@@ -146,10 +146,21 @@ def test_dmlab30_assigns_levels_round_robin_with_task_ids(dmlab_env):
 
 def test_bad_level_name_is_one_clear_line(dmlab_env):
     with pytest.raises(DMLabWorkerError) as error:
-        dmlab_env(name="rooms_watermaz")
+        dmlab_env(name="no_such_level")
     message = str(error.value)
-    assert "\n" not in message and "could not load level 'rooms_watermaz'" in message
+    assert "\n" not in message and "could not load level 'no_such_level'" in message
+    assert "accepted: rooms_collect_good_objects_test" in message
+
+
+def test_level_typo_is_refused_before_the_module_is_looked_up(monkeypatch):
+    monkeypatch.setattr(dmlab, "LAB_MODULE", "no_such_deepmind_lab")  # DeepMind Lab not installed
+    with pytest.raises(ValueError) as error:
+        make(EnvConfig(family="dmlab", name="rooms_watermaze,rooms_watermaz", num_envs=1))
+    message = str(error.value)
+    assert "\n" not in message and message.startswith("unknown dmlab level 'rooms_watermaz'")
     assert "did you mean: rooms_watermaze" in message
+    with pytest.raises(ModuleNotFoundError):  # a name that may be DeepMind Lab's own level passes the check
+        make(EnvConfig(family="dmlab", name="seekavoid_arena_01", num_envs=1))
 
 
 def test_worker_crash_raises_and_shuts_down_the_others(dmlab_env):
