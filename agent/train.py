@@ -11,16 +11,18 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import OmegaConf
 
 from agent import distributed
-from agent.checkpoint import CheckpointError
-from agent.trainer import Trainer, TrainingError, default_run_name, load_latest_valid
+from agent.checkpoint import CheckpointError, list_checkpoints, load_latest_valid, prune_temp_files
+from agent.trainer import Trainer, TrainingError, default_run_name
 from configs import (
     Config,
     ConfigError,
@@ -33,6 +35,7 @@ from configs import (
 )
 from envs.dmlab import DMLabWorkerError
 
+LLM_PREFIX = "llm_"  # presets of llm.train (LLMConfig), not of this entry point
 # Keys that may change when a run is resumed; everything else must match the checkpoint's config.
 RESUMABLE_KEYS = (
     "train.total_steps",
@@ -57,10 +60,15 @@ def build_config(
 ) -> tuple[Any, Path, dict | None]:
     """Resolve the run's config, its directory and (when resuming) the checkpoint to continue from.
 
-    A new run refuses an existing, non-empty run directory; a resumed run takes the checkpoint's config
-    and accepts only the ``resumable`` keys as overrides. ``schema``/``run_name``/``resumable`` let the
-    LLM adapter (``llm.train``) share this logic with its own config.
+    A new run refuses an existing, non-empty run directory; a resumed run takes the config of its newest
+    loadable checkpoint and accepts only the ``resumable`` keys as overrides; a resumed run that holds no
+    checkpoint (killed before its first) starts again from scratch. ``schema``/``run_name``/``resumable``
+    let the LLM adapter (``llm.train``) share this logic with its own config.
     """
+    if schema is Config and preset in [p for p in list_presets() if p.startswith(LLM_PREFIX)]:
+        raise ConfigError(
+            f"config '{preset}' is an LLM preset; run it with python -m llm.train --config {preset}"
+        )
     cfg = load_config(preset, overrides, schema=schema)
     if not cfg.train.resume:
         run_dir = Path(cfg.train.run_dir) / (cfg.train.run_name or run_name(cfg))
@@ -72,22 +80,54 @@ def build_config(
         return cfg, run_dir, None
     run_dir = Path(cfg.train.resume)
     if not run_dir.is_dir():
-        raise CheckpointError(f"train.resume='{run_dir}' is not a run directory")
+        what = "is a file; pass its run directory" if run_dir.exists() else "does not exist"
+        raise CheckpointError(f"train.resume='{run_dir}' {what}")
+    prune_temp_files(run_dir)  # partial checkpoint writes of a killed process
+    allowed, forbidden = split_overrides(overrides, resumable)
+    layers = [("command-line overrides", OmegaConf.from_dotlist(allowed))]
+    if not list_checkpoints(run_dir):
+        return _restart_config(cfg, run_dir, layers, forbidden, schema, resumable), run_dir, None
     _, payload = load_latest_valid(run_dir)
     saved = config_from_dict(payload["config"], source=f"checkpoint in {run_dir}", schema=schema)
-    allowed, forbidden = split_overrides(overrides, resumable)
+    _refuse_forbidden(forbidden, resumable)
+    return merge_config(saved, layers, schema=schema), run_dir, payload
+
+
+def _refuse_forbidden(forbidden: list[str], resumable: tuple[str, ...]) -> None:
     if forbidden:
         raise ConfigError(
             f"cannot change {', '.join(forbidden)} when resuming; resumable keys: {', '.join(resumable)}"
         )
-    layers = [("command-line overrides", OmegaConf.from_dotlist(allowed))]
-    return merge_config(saved, layers, schema=schema), run_dir, payload
+
+
+def _restart_config(
+    cfg: Any, run_dir: Path, layers: list, forbidden: list[str], schema: type, resumable: tuple[str, ...]
+) -> Any:
+    """A run killed before its first checkpoint starts again from scratch, in the same directory, with
+    the config it wrote (``config.yaml``) or, if it did not get that far, the command line's."""
+    saved_yaml = run_dir / "config.yaml"
+    if not saved_yaml.is_file():
+        print(f"note: '{run_dir}' holds no checkpoint and no config.yaml; starting it from scratch with "
+              "the command line's config", file=sys.stderr)  # fmt: skip
+        return cfg
+    try:
+        data = yaml.safe_load(saved_yaml.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"cannot read '{saved_yaml}': {str(err).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"'{saved_yaml}' must hold a mapping of config sections")
+    saved = config_from_dict(data, source=f"'{saved_yaml}'", schema=schema)
+    _refuse_forbidden(forbidden, resumable)
+    print(f"note: '{run_dir}' holds no checkpoint (it stopped before its first); starting it from scratch "
+          "with its config.yaml", file=sys.stderr)  # fmt: skip
+    return merge_config(saved, layers, schema=schema)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m agent.train", description=__doc__.splitlines()[0])
+    presets = [p for p in list_presets() if not p.startswith(LLM_PREFIX)]  # those are llm.train's
     parser.add_argument(
-        "--config", default="quickstart", help=f"preset name or YAML path ({', '.join(list_presets())})"
+        "--config", default="quickstart", help=f"preset name or YAML path ({', '.join(presets)})"
     )
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. algo.lr=3e-4")
     args = parser.parse_args(argv)
@@ -135,6 +175,12 @@ def _run(args: argparse.Namespace, axis: distributed.BatchAxis) -> int:
     report = axis.is_main  # one copy of every message
     try:
         cfg, run_dir, checkpoint, axis = resolve_run(axis, lambda: build_config(args.config, args.overrides))
+        if checkpoint is not None and checkpoint["counters"]["global_step"] >= cfg.train.total_steps:
+            if report:
+                done = checkpoint["counters"]["global_step"]
+                print(f"run {run_dir} is already complete: {done} env steps of train.total_steps="
+                      f"{cfg.train.total_steps}; pass a larger train.total_steps to continue it")  # fmt: skip
+            return 0
         trainer = Trainer(cfg, run_dir, checkpoint, axis)
     except (ConfigError, CheckpointError, ValueError, RuntimeError, ImportError) as err:
         report_setup_error(axis, err)
@@ -149,10 +195,10 @@ def _run(args: argparse.Namespace, axis: distributed.BatchAxis) -> int:
         return 1
     if not report:
         return 0
-    print(
-        f"run {run_dir}: {int(result['global_step'])} env steps, {int(result['num_updates'])} updates, "
-        f"mean return (last 100 episodes) {result['recent_return']:.3f}"
-    )
+    recent = result["recent_return"]
+    returns = "no episode finished" if math.isnan(recent) else f"mean return (last 100 episodes) {recent:.3f}"
+    steps, updates = int(result["global_step"]), int(result["num_updates"])
+    print(f"run {run_dir}: {steps} env steps, {updates} updates, {returns}")
     return 0
 
 

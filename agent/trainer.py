@@ -23,7 +23,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 import envs
-from agent.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, save_checkpoint
+from agent.checkpoint import CheckpointError, list_checkpoints, save_checkpoint
 from agent.distributed import (
     LOCAL,
     BatchAxis,
@@ -44,19 +44,6 @@ from networks.precision import resolve_bf16
 def default_run_name(cfg: Config) -> str:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return f"{cfg.env.name}-{cfg.algo.name}-{cfg.net.core}-s{cfg.train.seed}-{stamp}"
-
-
-def load_latest_valid(run_dir: Path) -> tuple[Path, dict[str, Any]]:
-    """Newest checkpoint of ``run_dir`` that loads; corrupt ones are reported and skipped."""
-    problems = []
-    for path in reversed(list_checkpoints(run_dir)):
-        try:
-            return path, load_checkpoint(path)
-        except CheckpointError as err:
-            problems.append(str(err))
-            tqdm.write(f"warning: {err}; trying an older checkpoint")
-    detail = f" ({'; '.join(problems)})" if problems else ""
-    raise CheckpointError(f"run directory '{run_dir}' holds no loadable checkpoint{detail}")
 
 
 def wait_for_newer_event_file_name(run_dir: Path) -> None:
@@ -168,8 +155,10 @@ class Trainer:
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
             # purge_step drops events logged after the checkpoint we resume from: no gap, no duplicates.
-            purge = self.counters.global_step + 1 if checkpoint is not None else None
-            if checkpoint is not None:
+            # A run restarted from scratch (killed before its first checkpoint) drops all its old steps.
+            restarted = checkpoint is None and any(run_dir.glob("events.out.tfevents.*"))
+            purge = self.counters.global_step + 1 if checkpoint is not None or restarted else None
+            if purge is not None:
                 wait_for_newer_event_file_name(run_dir)
             self.writer = SummaryWriter(str(run_dir), purge_step=purge)
         self.recent_returns: collections.deque[float] = collections.deque(maxlen=100)

@@ -18,10 +18,10 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import agent.checkpoint
-from agent.checkpoint import list_checkpoints, load_checkpoint
+from agent.checkpoint import list_checkpoints, load_checkpoint, load_latest_valid
 from agent.learner import VMPOLearner
 from agent.train import build_config, main
-from agent.trainer import Trainer, load_latest_valid
+from agent.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = [
@@ -101,6 +101,65 @@ def test_sigkill_anywhere_keeps_a_valid_checkpoint_and_resume_continues(tmp_path
     assert not [
         p for p in (run_dir / "checkpoints").iterdir() if p.name.startswith("ckpt_") and p.stat().st_size == 0
     ]
+
+
+def test_sigkill_before_the_first_checkpoint_then_resume_starts_it_from_scratch(
+    tmp_path, reliability, capsys
+):
+    proc, run_dir = start_run(tmp_path, "train.checkpoint_interval=100000")
+    wait_for(lambda: (run_dir / "config.yaml").exists(), proc)
+    wait_for(lambda: logged_steps(run_dir), proc)  # the killed run's curve is on disk
+    time.sleep(random.uniform(0.0, 1.0))
+    stale = run_dir / "checkpoints" / ".tmp_k1ll3d.pt"  # as left by a SIGKILL during a checkpoint write
+    stale.parent.mkdir(exist_ok=True)
+    stale.write_bytes(b"half a checkpoint")
+    proc.kill()
+    proc.wait()
+    assert list_checkpoints(run_dir) == [] and (run_dir / "config.yaml").is_file()
+    new = [
+        "--config",
+        "quickstart",
+        *TINY,
+        f"train.run_dir={tmp_path}",
+        "train.run_name=r",
+        "train.total_steps=64",
+    ]
+    assert main(new) == 2  # a new run in its place is refused, pointing at train.resume
+    assert f"pass train.resume={run_dir}" in capsys.readouterr().err
+    assert main(["--config", "quickstart", f"train.resume={run_dir}", "train.total_steps=64"]) == 0
+    err = capsys.readouterr().err.strip()
+    assert (
+        err
+        == f"note: '{run_dir}' holds no checkpoint (it stopped before its first); starting it from "
+        + ("scratch with its config.yaml")
+    )
+    payload = load_checkpoint(list_checkpoints(run_dir)[-1])
+    assert payload["counters"]["num_updates"] == 2 and payload["config"]["net"]["d_model"] == 32  # TINY's
+    assert not stale.exists() and logged_steps(run_dir) == [32, 64]  # the killed run's steps are purged
+    reliability.record("SIGKILL before the first checkpoint (resume starts it again)", True, 0)
+
+
+def test_resume_of_a_run_with_no_config_yet_uses_the_command_line(tmp_path, capsys):
+    run_dir = tmp_path / "r"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / ".tmp_x.pt").write_bytes(b"")
+    cfg, resumed, checkpoint = build_config("quickstart", [*TINY, f"train.resume={run_dir}"])
+    assert checkpoint is None and resumed == run_dir and cfg.net.d_model == 32
+    assert "no checkpoint and no config.yaml; starting it from scratch" in capsys.readouterr().err
+    assert list((run_dir / "checkpoints").iterdir()) == []
+
+
+def test_resuming_a_finished_run_says_so(tmp_path, capsys):
+    args = [*TINY, f"train.run_dir={tmp_path}", "train.run_name=r", "train.total_steps=32"]
+    assert main(["--config", "quickstart", *args]) == 0
+    capsys.readouterr()
+    events = sorted((tmp_path / "r").glob("events.out.tfevents.*"))
+    assert main(["--config", "quickstart", f"train.resume={tmp_path / 'r'}"]) == 0
+    out = capsys.readouterr().out.strip()
+    assert out == f"run {tmp_path / 'r'} is already complete: 32 env steps of train.total_steps=32; " + (
+        "pass a larger train.total_steps to continue it"
+    )
+    assert sorted((tmp_path / "r").glob("events.out.tfevents.*")) == events  # nothing started
 
 
 def test_resume_falls_back_from_a_corrupt_newest_checkpoint(tmp_path, reliability):
