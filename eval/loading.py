@@ -1,7 +1,8 @@
 """Checkpoint -> network ready to act: the config it was trained with, its weights and its env spec.
 
-The checkpoint is read with ``agent.checkpoint.load_checkpoint`` (plain data, ``weights_only``); the network
-parameters are the Learner's ``net.`` entries. Every problem is a one-line :class:`CheckpointError`.
+The checkpoint is read with ``agent.checkpoint.load_checkpoint`` (plain data, ``weights_only``; a run
+directory falls back past a corrupt newest checkpoint, as resuming does); the network parameters are the
+Learner's ``net.`` entries. Every problem is a one-line :class:`CheckpointError`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 import torch
 
-from agent.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
+from agent.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, load_latest_valid
 from configs import Config, ConfigError, config_from_dict
 from networks.agent_net import AgentNet
 
@@ -50,9 +51,18 @@ def _network_state(path: Path, payload: dict[str, Any]) -> dict[str, torch.Tenso
 
 
 def load_agent(path: str | Path, device: torch.device | str = "cpu") -> LoadedAgent:
-    """Load a checkpoint file, or the newest checkpoint of a run directory, into an :class:`AgentNet`."""
-    path = latest_checkpoint(path)
-    payload = load_checkpoint(path, map_location="cpu")
+    """A checkpoint file, or the newest loadable checkpoint of a run directory, as an :class:`AgentNet`.
+
+    Like a resumed training run, a run directory whose newest checkpoint is corrupt falls back to an older
+    one (a one-line warning on stderr names both); a checkpoint file given by name is loaded or refused.
+    """
+    path = Path(path)
+    if path.is_dir():
+        latest_checkpoint(path)  # a clear error for a directory without checkpoints
+        path, payload = load_latest_valid(path)
+    else:
+        path = latest_checkpoint(path)  # a clear error for a path that does not exist
+        payload = load_checkpoint(path, map_location="cpu")
     missing = [k for k in REQUIRED_KEYS if k not in payload]
     if missing:
         raise CheckpointError(f"checkpoint '{path}' lacks {', '.join(missing)}; is it a training checkpoint?")

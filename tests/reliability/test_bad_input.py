@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -81,3 +82,34 @@ def test_invalid_cli_overrides_start_nothing(tmp_path_factory, capsys, reliabili
         reliability.record("invalid CLI override (nothing started)", ok, 0)
         assert ok, err
     # a valid override would start a run: that path is covered by the trainer tests
+
+
+def test_agent_train_offers_only_agent_presets(capsys, reliability):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    help_text = capsys.readouterr().out
+    assert "quickstart" in help_text and "atari_vmpo" in help_text and "llm_" not in help_text
+    assert main(["--config", "llm_tiny_vmpo"]) == 2
+    err = capsys.readouterr().err.strip()
+    hint = "run it with python -m llm.train --config llm_tiny_vmpo"
+    assert err == f"error: config 'llm_tiny_vmpo' is an LLM preset; {hint}"
+    reliability.record("LLM preset given to agent.train", True, 0)
+
+
+def test_bad_resume_paths_are_one_line(tmp_path, capsys, reliability):
+    (tmp_path / "ckpt.pt").write_bytes(b"x")
+    run = tmp_path / "r"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "ckpt_000000003.pt").write_bytes(b"not a checkpoint")
+    cases = {
+        tmp_path / "missing": "does not exist",
+        tmp_path / "ckpt.pt": "is a file; pass its run directory",
+        run: "holds no loadable checkpoint (checkpoint '",
+    }
+    for path, expected in cases.items():
+        assert main(["--config", "quickstart", f"train.resume={path}"]) == 2
+        captured = capsys.readouterr()
+        err = captured.err.strip()
+        ok = captured.out == "" and "\n" not in err and err.startswith("error: ") and expected in err
+        reliability.record("bad train.resume path (missing, a file, only corrupt checkpoints)", ok, 0)
+        assert ok, err
