@@ -97,6 +97,7 @@ class EnvConfig:
 CORES = ("gtrxl", "trxl", "trxl_i", "lstm", "ff")
 GATES = ("gru", "sigmoid_output")
 TORSOS = ("auto", "impala", "nature", "mlp", "grid")
+INITS = ("torch", "orthogonal")  # networks/init.py
 
 
 @dataclass
@@ -118,11 +119,13 @@ class NetConfig:
     memory_length: int = 64  # M: cached past activations per layer (attention span M + 1 incl. current step)
     lstm_hidden: int = 256
     num_tasks: int = 1  # PopArt heads (one per task)
+    init: str = "torch"  # torch (PyTorch's defaults) | orthogonal (Huang et al. 2022; networks/init.py)
 
     def __post_init__(self) -> None:
         check_choice("net.torso", self.torso, TORSOS)
         check_choice("net.core", self.core, CORES)
         check_choice("net.gate", self.gate, GATES)
+        check_choice("net.init", self.init, INITS)
         for key in (
             "torso_out",
             "d_model",

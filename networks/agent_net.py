@@ -20,6 +20,7 @@ from torch import nn
 from configs.schema import NetConfig
 from networks.gtrxl import TransformerCore
 from networks.heads import PolicyHead, PopArtValueHead
+from networks.init import RELU_GAIN, orthogonal_
 from networks.precision import autocast
 from networks.recurrent import FeedForwardCore, LSTMCore
 from networks.torso import make_torso
@@ -47,9 +48,20 @@ class AgentNet(nn.Module):
         self.core = make_core(cfg)
         self.policy = PolicyHead(self.core.out_dim, num_actions)
         self.popart = PopArtValueHead(self.core.out_dim, cfg.num_tasks)
+        if cfg.init == "orthogonal":
+            self._orthogonal_init()
         # bf16 autocast of torso + core (networks/precision.py); the heads and all outputs stay fp32.
         # Set by the trainer from ``train.bf16``; copied with the module (target network).
         self.bf16 = False
+
+    def _orthogonal_init(self) -> None:
+        """``net.init=orthogonal`` (networks/init.py): every layer before a ReLU gets gain sqrt(2)."""
+        orthogonal_(self.torso, RELU_GAIN)
+        orthogonal_(self.input_proj, 1.0)  # no ReLU after the projection
+        if isinstance(self.core, FeedForwardCore):
+            orthogonal_(self.core, RELU_GAIN)
+        orthogonal_(self.policy, 0.01)
+        orthogonal_(self.popart, 1.0)
 
     def initial_state(self, batch_size: int, device=None) -> State:
         """Core state for ``batch_size`` environments at the start of their first episode."""
