@@ -171,9 +171,15 @@ class VMPOLearner(Learner):
         v_norm = task_values(values.float(), traj.task_id)  # [T+1, B]
         popart = self.net.popart if cfg.popart else None
         v = popart.unnormalize(v_norm, traj.task_id) if popart is not None else v_norm
-        returns = n_step_returns(
-            traj.reward, v.detach(), traj.terminated, traj.truncated, cfg.discount, cfg.n_step
-        )  # G_t [T, B], unnormalised
+        if cfg.vmpo.gae_lambda > 0:  # TD(lambda) targets G^lambda = A^GAE + V (algo.vmpo.gae_lambda)
+            returns = gae(
+                traj.reward, v.detach(), traj.terminated, traj.truncated, cfg.discount,
+                cfg.vmpo.gae_lambda,
+            )[1]  # fmt: skip
+        else:
+            returns = n_step_returns(
+                traj.reward, v.detach(), traj.terminated, traj.truncated, cfg.discount, cfg.n_step
+            )  # G_t [T, B], unnormalised
         target = popart.normalize(returns, traj.task_id[:T]) if popart is not None else returns
         advantages = (target - v_norm[:T]).detach()  # A = G - V (normalised with PopArt)
         axis = self.axis
@@ -198,11 +204,19 @@ class VMPOLearner(Learner):
         cfg, T = self.cfg, traj.unroll_length
         with torch.no_grad():
             target_logits = self.target_net.unroll(*traj.inputs())[0][:T]  # pi_old [T, B, A]
+        columns = traj.action.shape[1]
+        minibatches = max(1, min(cfg.vmpo.num_minibatches, columns))
+        returns = torch.zeros_like(traj.reward)  # [T, B]: each column's G from the last epoch
         for _ in range(cfg.vmpo.update_epochs):
-            loss, metrics, returns = self._compute_loss(traj, target_logits)
-            metrics.update(self._optimizer_step(loss))
-            self.eta.project_()
-            self.alpha.project_()
+            split = minibatches > 1  # whole env columns, as PPO's minibatch_over=envs
+            parts = torch.randperm(columns, device=traj.action.device).chunk(minibatches) if split else None
+            for index in parts if split else (slice(None),):
+                mb = traj.select(index) if split else traj
+                loss, metrics, mb_returns = self._compute_loss(mb, target_logits[:, index])
+                metrics.update(self._optimizer_step(loss))
+                self.eta.project_()
+                self.alpha.project_()
+                returns[:, index] = mb_returns
         popart = self.net.popart if cfg.popart else None
         if popart is not None:  # the moments of the global batch, the same on every rank
             valid = self.axis.gather(traj.mask.bool())

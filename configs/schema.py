@@ -160,6 +160,12 @@ class VMPOConfig:
     dual_lr: float = 1e-2  # Adam step size of eta and alpha (acme's MPO default; not given in the paper)
     target_update_period: int = 100  # T_target learner steps between pi_old refreshes
     update_epochs: int = 1  # gradient steps per batch (paper: 1); the trust region keeps extra steps safe
+    # Each epoch splits the batch's env columns into this many minibatches of whole segments, one
+    # gradient step each, with the E-step (top-k, psi, eta) over the minibatch (1: the whole batch).
+    num_minibatches: int = 1
+    # Critic targets and advantages: 0 = the paper's n-step targets (algo.n_step); > 0 = TD(lambda)
+    # returns G^lambda and A = G^lambda - V (= GAE(lambda), Schulman et al. 2016), as PPO's.
+    gae_lambda: float = 0.0
 
     def __post_init__(self) -> None:
         check_range("algo.vmpo.topk_fraction", self.topk_fraction, 0.0, 1.0, low_inclusive=False)
@@ -172,6 +178,8 @@ class VMPOConfig:
         check_range("algo.vmpo.dual_lr", self.dual_lr, 0.0, low_inclusive=False)
         check_range("algo.vmpo.target_update_period", self.target_update_period, 1)
         check_range("algo.vmpo.update_epochs", self.update_epochs, 1)
+        check_range("algo.vmpo.num_minibatches", self.num_minibatches, 1)
+        check_range("algo.vmpo.gae_lambda", self.gae_lambda, 0.0, 1.0)
 
 
 @dataclass

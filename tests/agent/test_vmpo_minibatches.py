@@ -1,0 +1,65 @@
+"""V-MPO's batch options: minibatches of env columns (algo.vmpo.num_minibatches) and TD(lambda) targets
+(algo.vmpo.gae_lambda)."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from agent.learner import VMPOLearner
+from tests.agent.test_ppo_minibatches import trainer_and_unroll
+from tests.agent.test_trainer import TINY
+
+VMPO = [*TINY, "algo.name=vmpo", "algo.popart=true", "net.core=gtrxl"]
+
+
+def learner_copy(trainer, **vmpo: object) -> VMPOLearner:
+    cfg = copy.deepcopy(trainer.cfg.algo)
+    for key, value in vmpo.items():
+        setattr(cfg.vmpo, key, value)
+    return VMPOLearner(copy.deepcopy(trainer.net), cfg)
+
+
+def test_minibatches_split_env_columns_one_step_each(tmp_path):
+    trainer, traj = trainer_and_unroll(tmp_path, *VMPO, "algo.vmpo.update_epochs=3")
+    learner = learner_copy(trainer, num_minibatches=2)
+    seen = []
+    original = learner._compute_loss
+
+    def spy(mb, target_logits):
+        seen.append((tuple(mb.action.shape), tuple(target_logits.shape[:2])))
+        return original(mb, target_logits)
+
+    learner._compute_loss = spy
+    learner.update(traj)
+    T, B = traj.action.shape
+    assert seen == [((T, B // 2), (T, B // 2))] * 6  # 3 epochs x 2 minibatches of whole columns
+    assert learner.optimizer.state[next(iter(learner.net.parameters()))]["step"] == 6
+
+
+def test_popart_sees_every_column_with_minibatches(tmp_path):
+    """With lr 0 nothing moves between minibatches, so the PopArt statistics after one update are those
+    of the whole batch, as with a single full-batch step."""
+    trainer, traj = trainer_and_unroll(tmp_path, *VMPO, "algo.lr=1e-30", "algo.vmpo.dual_lr=1e-30")
+    whole, split = learner_copy(trainer), learner_copy(trainer, num_minibatches=4)
+    whole.update(traj)
+    split.update(traj)
+    start = trainer.net.popart
+    assert not torch.equal(whole.net.popart.mu, start.mu)  # the statistics did move
+    torch.testing.assert_close(split.net.popart.mu, whole.net.popart.mu, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(split.net.popart.sigma, whole.net.popart.sigma, atol=1e-6, rtol=1e-5)
+
+
+def test_lambda_one_targets_equal_the_full_n_step_targets(tmp_path):
+    """G^lambda with lambda = 1 is the n-step target with n = T (agent.returns.gae's docstring)."""
+    trainer, traj = trainer_and_unroll(tmp_path, *VMPO)
+    T = traj.unroll_length
+    assert trainer.cfg.algo.n_step == T
+    target_logits = trainer.net.unroll(*traj.inputs())[0][:T].detach()
+    nstep = learner_copy(trainer)._loss(traj, target_logits)
+    lam1 = learner_copy(trainer, gae_lambda=1.0)._loss(traj, target_logits)
+    lam95 = learner_copy(trainer, gae_lambda=0.95)._loss(traj, target_logits)
+    torch.testing.assert_close(lam1[2], nstep[2], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(lam1[0], nstep[0], atol=1e-5, rtol=1e-5)
+    assert float((lam95[2] - nstep[2]).abs().max()) > 1e-4  # lambda < 1 changes the targets
