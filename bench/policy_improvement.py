@@ -8,9 +8,10 @@ the state and the noise, little from the action (as in Atari early in training).
 value: linear, one Adam for both. Each update samples a fresh on-policy batch; the figure is the mean
 ``pi(a*|s)`` over the last 20% of updates (0.25 = uniform, 1 = solved).
 
-Both learners use the package's own losses (:func:`agent.vmpo.vmpo_loss` with its duals and a target
-refreshed every 20 updates, as atari_cpu; :func:`agent.ppo.ppo_loss` with CleanRL's Atari settings:
-4 epochs x 4 minibatches, clip 0.1, entropy 0.01, normalised advantages).
+Both learners use the package's own losses: :func:`agent.vmpo.vmpo_loss` with its duals and a target
+refreshed every 20 updates (as atari_cpu was first) or every update (as it is now);
+:func:`agent.ppo.ppo_loss` with CleanRL's Atari settings: 4 epochs x 4 minibatches, clip 0.1, entropy
+0.01, normalised advantages.
 """
 
 from __future__ import annotations
@@ -49,21 +50,26 @@ class Bandit:
         return BASE_SCALE * (s @ self.w_base) + DELTA * (a == self.best(s)).float() + NOISE * noise
 
 
-def vmpo_update(pi, value, opt, duals, dual_opt, target, s, a, r, epochs: int) -> None:
-    """``epochs`` full-batch steps of the V-MPO loss (E-step top half, eta, alpha) plus the value loss."""
+def vmpo_update(pi, value, opt, duals, dual_opt, target, s, a, r, epochs: int, minibatches: int = 1) -> None:
+    """``epochs`` x ``minibatches`` steps of the V-MPO loss (E-step top half, eta, alpha) plus the value
+    loss; each minibatch (a random split of the batch) takes one step with its own E-step."""
     eta, alpha = duals
-    ones = torch.ones(1, len(s), dtype=torch.bool)
+    with torch.no_grad():
+        target_logits = target(s)
     for _ in range(epochs):
-        v = value(s).squeeze(-1)
-        loss, _ = vmpo_loss(
-            pi(s)[None], target(s)[None], a[None], (r - v).detach()[None], ones,
-            eta.value(), alpha.value(), 0.5, 0.02, 0.005,
-        )  # fmt: skip
-        opt.zero_grad()
-        dual_opt.zero_grad()
-        (loss + 0.5 * (v - r).pow(2).mean()).backward()
-        opt.step()
-        dual_opt.step()
+        for idx in torch.randperm(len(s)).view(minibatches, -1):
+            v = value(s[idx]).squeeze(-1)
+            loss, _ = vmpo_loss(
+                pi(s[idx])[None], target_logits[idx][None], a[idx][None], (r[idx] - v).detach()[None],
+                torch.ones(1, len(idx), dtype=torch.bool), eta.value(), alpha.value(), 0.5, 0.02, 0.005,
+            )  # fmt: skip
+            opt.zero_grad()
+            dual_opt.zero_grad()
+            (loss + 0.5 * (v - r[idx]).pow(2).mean()).backward()
+            opt.step()
+            dual_opt.step()
+            eta.project_()
+            alpha.project_()
 
 
 def ppo_update(pi, value, opt, s, a, r, old_logp, old_v) -> None:
@@ -83,9 +89,19 @@ def ppo_update(pi, value, opt, s, a, r, old_logp, old_v) -> None:
 
 
 def improvement(
-    algo: str, lr: float, epochs: int, updates: int, seed: int = 0, alpha_init: float = 5.0
+    algo: str,
+    lr: float,
+    epochs: int,
+    updates: int,
+    seed: int = 0,
+    alpha_init: float = 5.0,
+    target_period: int = TARGET_PERIOD,
+    minibatches: int = 1,
 ) -> float:
-    """Mean ``pi(a*|s)`` of the behaviour policy over the last 20% of ``updates`` learner updates."""
+    """Mean ``pi(a*|s)`` of the behaviour policy over the last 20% of ``updates`` learner updates.
+
+    V-MPO's pi_old (the KL trust region's reference) is refreshed every ``target_period`` updates:
+    1 makes it the policy that sampled the batch, as PPO's pi_old."""
     torch.manual_seed(seed)
     bandit = Bandit(seed)
     pi = nn.Sequential(nn.Linear(STATE_DIM, 64), nn.ReLU(), nn.Linear(64, NUM_ACTIONS))
@@ -104,8 +120,8 @@ def improvement(
         p_best.append(probs.gather(1, bandit.best(s)[:, None]).mean().item())
         r = bandit.reward(s, a)
         if algo == "vmpo":
-            vmpo_update(pi, value, opt, duals, dual_opt, target, s, a, r, epochs)
-            if (u + 1) % TARGET_PERIOD == 0:
+            vmpo_update(pi, value, opt, duals, dual_opt, target, s, a, r, epochs, minibatches)
+            if (u + 1) % target_period == 0:
                 target.load_state_dict(pi.state_dict())
         else:
             ppo_update(pi, value, opt, s, a, r, probs.gather(1, a[:, None]).squeeze(1).log(), old_v)
@@ -121,18 +137,24 @@ def run(quick: bool) -> list[Row]:
             "policy_improvement", f"PPO lr 2.5e-4, 16 steps/batch: pi(a*), last 20% of {updates} updates", ppo
         )
     ]
-    variants = (
-        (2e-4, 1, 5.0, "the paper's 1 step"),
-        (2e-4, 4, 5.0, "4 steps"),
-        (2e-4, 4, 0.01, "4 steps, alpha from 0.01: is the trust region the brake?"),
-        (1e-3, 4, 5.0, "atari_cpu"),
+    variants = (  # lr, epochs, alpha_init, target period, minibatches, what
+        (2e-4, 1, 5.0, TARGET_PERIOD, 1, "the paper's 1 step"),
+        (2e-4, 4, 5.0, TARGET_PERIOD, 1, "4 steps"),
+        (2e-4, 4, 0.01, TARGET_PERIOD, 1, "4 steps, alpha from 0.01: is the trust region the brake?"),
+        (1e-3, 4, 5.0, TARGET_PERIOD, 1, "atari_cpu before target_update_period=1"),
+        (1e-3, 4, 5.0, 1, 1, "pi_old refreshed every update"),
+        (1e-3, 4, 5.0, 1, 4, "pi_old every update, 4 epochs x 4 minibatches"),
     )
-    for lr, epochs, alpha_init, what in variants:
-        gain = improvement("vmpo", lr, epochs, updates, alpha_init=alpha_init)
+    for lr, epochs, alpha_init, period, minibatches, what in variants:
+        gain = improvement(
+            "vmpo", lr, epochs, updates, alpha_init=alpha_init, target_period=period,
+            minibatches=minibatches,
+        )  # fmt: skip
         rows.append(
             Row(
                 "policy_improvement",
-                f"V-MPO lr {lr:g}, {epochs} steps/batch ({what}): gain over uniform / PPO's",
+                f"V-MPO lr {lr:g}, {epochs * minibatches} steps/batch, target every {period} ({what}): "
+                "gain over uniform / PPO's",
                 (gain - 0.25) / (ppo - 0.25),
                 note=f"pi(a*) {gain:.3f}",
             )
