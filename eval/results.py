@@ -35,6 +35,8 @@ import numpy as np
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from configs import config_to_dict
+from configs.schema import ALGOS, Config
 from envs.atari import PROTOCOLS
 
 RETURN_TAG = "charts/episodic_return"
@@ -69,15 +71,23 @@ class RunLog:
     variant: str = ""  # "[key=value ...]" of --group-by: runs that differ there are separate groups
 
     def with_variant(self, keys: list[str]) -> RunLog:
-        """This run labelled by the values of the dotted config ``keys`` (e.g. ``train.bf16``)."""
+        """This run labelled by the values of the dotted config ``keys`` (e.g. ``train.bf16``).
+
+        A key the run's config predates (added to the schema later) reads as the schema's default,
+        which is what that run ran with; a key the schema does not know is a ``ValueError``. Keys of
+        another algorithm's section (``algo.ppo.*`` on a V-MPO run) do not label the run.
+        """
         parts = []
         for key in keys:
-            node: object = self.config or {}
-            for name in key.split("."):
-                if not isinstance(node, dict) or name not in node:
-                    raise ValueError(f"run '{self.path}' has no config key '{key}' (--group-by)")
-                node = node[name]
-            parts.append(f"{key}={node}")
+            section = key.split(".")
+            if section[0] == "algo" and len(section) > 2 and section[1] in ALGOS and section[1] != self.algo:
+                continue
+            value = _config_value(self.config or {}, key)
+            if value is _MISSING:
+                value = _config_value(config_to_dict(Config()), key)
+            if value is _MISSING:
+                raise ValueError(f"run '{self.path}' has no config key '{key}' (--group-by)")
+            parts.append(f"{key}={value}")
         return dataclasses.replace(self, variant=f"[{' '.join(parts)}]" if parts else "")
 
     @property
@@ -109,6 +119,19 @@ class RunLog:
         if self.entropy is None or not len(self.entropy):
             return math.nan
         return tail_mean(self.entropy, tail)
+
+
+_MISSING = object()
+
+
+def _config_value(config: dict, key: str) -> object:
+    """The value at dotted ``key`` of a nested config dict, or ``_MISSING``."""
+    node: object = config
+    for name in key.split("."):
+        if not isinstance(node, dict) or name not in node:
+            return _MISSING
+        node = node[name]
+    return node
 
 
 SUMMARY_VERSION = 1

@@ -142,3 +142,17 @@ def test_group_by_splits_runs_that_differ_in_a_config_key(tmp_path, capsys):
     assert rows["gtrxl [train.bf16=on]"]["per seed"] == "s0: 1.000"
     assert main([str(runs), "--out", str(tmp_path / "o"), "--group-by", "train.nope"]) == 2
     assert "no config key 'train.nope'" in capsys.readouterr().err
+
+
+def test_group_by_reads_a_key_the_run_predates_as_its_default(tmp_path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    fake_run(runs, "old", "gtrxl", 0, [1.0] * 4)
+    cfg = yaml.safe_load((runs / "old" / "config.yaml").read_text())
+    assert "num_minibatches" not in cfg.get("algo", {}).get("vmpo", {})  # written before the key
+    assert main([str(runs), "--out", str(tmp_path / "o"), "--group-by", "algo.vmpo.num_minibatches"]) == 0
+    (row,) = parse_markdown_tables((tmp_path / "o" / "table.md").read_text())[0]
+    assert row["core"] == "gtrxl [algo.vmpo.num_minibatches=1]"
+    assert main([str(runs), "--out", str(tmp_path / "p"), "--group-by", "algo.ppo.num_minibatches"]) == 0
+    (row,) = parse_markdown_tables((tmp_path / "p" / "table.md").read_text())[0]
+    assert row["core"] == "gtrxl"  # a V-MPO run is not labelled by PPO's keys
