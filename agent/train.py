@@ -31,6 +31,7 @@ from configs import (
     list_presets,
     load_config,
     merge_config,
+    node_at,
     split_overrides,
 )
 from envs.dmlab import DMLabWorkerError
@@ -89,11 +90,14 @@ def build_config(
         return _restart_config(cfg, run_dir, layers, forbidden, schema, resumable), run_dir, None
     _, payload = load_latest_valid(run_dir)
     saved = config_from_dict(payload["config"], source=f"checkpoint in {run_dir}", schema=schema)
-    _refuse_forbidden(forbidden, resumable)
+    _refuse_forbidden(forbidden, resumable, cfg, saved)
     return merge_config(saved, layers, schema=schema), run_dir, payload
 
 
-def _refuse_forbidden(forbidden: list[str], resumable: tuple[str, ...]) -> None:
+def _refuse_forbidden(forbidden: list[str], resumable: tuple[str, ...], cfg: Any, saved: Any) -> None:
+    """Refuse the non-resumable keys whose value on the command line (in ``cfg``) differs from the
+    resumed run's (``saved``); repeating a run's own value (e.g. its original command) is accepted."""
+    forbidden = [key for key in dict.fromkeys(forbidden) if node_at(cfg, key) != node_at(saved, key)]
     if forbidden:
         raise ConfigError(
             f"cannot change {', '.join(forbidden)} when resuming; resumable keys: {', '.join(resumable)}"
@@ -117,7 +121,7 @@ def _restart_config(
     if not isinstance(data, dict):
         raise ConfigError(f"'{saved_yaml}' must hold a mapping of config sections")
     saved = config_from_dict(data, source=f"'{saved_yaml}'", schema=schema)
-    _refuse_forbidden(forbidden, resumable)
+    _refuse_forbidden(forbidden, resumable, cfg, saved)
     print(f"note: '{run_dir}' holds no checkpoint (it stopped before its first); starting it from scratch "
           "with its config.yaml", file=sys.stderr)  # fmt: skip
     return merge_config(saved, layers, schema=schema)

@@ -54,7 +54,8 @@ def _accepted_keys(node: Any) -> list[str]:
     return sorted(f.name for f in dataclasses.fields(node)) if dataclasses.is_dataclass(node) else []
 
 
-def _node_at(cfg: Any, dotted: str) -> Any:
+def node_at(cfg: Any, dotted: str) -> Any:
+    """The value at a dotted key of a config dataclass (None where a part is missing)."""
     node = cfg
     for part in [p for p in dotted.split(".") if p]:
         node = getattr(node, part, None)
@@ -65,7 +66,7 @@ def _one_line(err: OmegaConfBaseException, source: str, schema: type) -> ConfigE
     key = getattr(err, "full_key", None) or "?"
     if isinstance(err, ConfigKeyError) or "not in" in str(err).splitlines()[0]:
         parent, _, leaf = key.rpartition(".")
-        accepted = _accepted_keys(_node_at(schema(), parent))
+        accepted = _accepted_keys(node_at(schema(), parent))
         close = difflib.get_close_matches(leaf, accepted, n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         where = f"'{parent}'" if parent else "the top level"

@@ -14,6 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from agent.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from agent.train import build_config, main
 from agent.trainer import Trainer
+from configs import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = [
@@ -104,6 +105,10 @@ def test_kill_and_resume_continues_counters_duals_and_optimizer(tmp_path):
     cfg, resumed_dir, payload = build_config(
         "quickstart", [f"train.resume={run_dir}", f"train.total_steps={32 * (done + 2)}"]
     )
+    # the run's own command repeated with train.resume is accepted; a changed value is not
+    assert build_config("quickstart", [*TINY, f"train.resume={run_dir}"])[0].env.num_envs == cfg.env.num_envs
+    with pytest.raises(ConfigError, match=r"cannot change env\.num_envs when resuming"):
+        build_config("quickstart", [*TINY, f"train.resume={run_dir}", f"env.num_envs={cfg.env.num_envs + 1}"])
     trainer = Trainer(cfg, resumed_dir, payload)
     assert trainer.counters.num_updates == done and trainer.learner.num_updates == done
     module = trainer.learner.state_dict()
