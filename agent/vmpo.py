@@ -139,9 +139,11 @@ def temperature_loss(
             + \eta \log\Big(\frac{1}{k}\sum_{i \in S} \exp(A_i/\eta)\Big)
           = \eta\,\epsilon_\eta + \eta\,\big(m + \log \textstyle\sum_{i\in S} e^{u_i - m} - \log k\big),
 
-    with ``u_i = A_i / eta``, ``m = max_S u_i`` (treated as a constant: the identity holds for any m) and
-    ``k = |S|``. Every exponent is ``<= 0``, so the loss is finite for any ``|A|/eta`` (e.g. 1e3, where it
-    tends to ``eps_eta * eta + max_S A + eta * log(#argmax / k)``).
+    with ``u_i = A_i / eta``, ``m = max_S u_i`` and ``k = |S|``; computed as
+    ``eta eps_eta + max_S A + eta (log sum_S exp((A_i - max_S A) / eta) - log k)``, where ``max_S A``
+    does not depend on ``eta``. Every exponent is ``<= 0``, so the loss is finite for any ``|A|/eta``
+    (e.g. 1e3, where it tends to ``eps_eta * eta + max_S A + eta * log(#argmax / k)``) and its gradient
+    is exact there too (no difference of two terms of size ``|A|/eta``).
 
     Its derivative is ``dL/deta = eps_eta - KL(psi || U_S)`` with ``U_S`` uniform on ``S`` (seed 000 §6:
     ``eps_eta + g(eta) - E_psi[A]/eta``): ``eta`` falls while the E-step KL is below ``eps_eta`` (sharper
@@ -160,18 +162,21 @@ def temperature_loss(
     a = advantages.detach().float()
     sel = selected.bool()
     eta_t = _as_fp32_scalar(eta, a)
-    # Non-selected entries are replaced before the division so garbage there (inf/nan) cannot leak.
-    u = torch.where(sel, a, torch.zeros_like(a)) / eta_t
-    neg_inf = torch.full_like(u, -math.inf)
-    m = torch.where(sel, u, neg_inf).max().detach()
-    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))  # S empty -> m = 0
-    # exp(-inf) = 0 with zero gradient, so unselected entries contribute neither value nor gradient.
-    sum_exp = torch.exp(torch.where(sel, u - m, neg_inf)).sum()
+    neg_inf = torch.full_like(a, -math.inf)
+    # max_S A is taken out of the log-sum-exp analytically, not as max_S (A / eta) in float32: the
+    # gradient w.r.t. eta is then eps_eta + log mean_S e^{z} - E_psi[z] with z = (A - max_S A) / eta <= 0,
+    # which stays exact for any |A| / eta (the m-shift of A / eta subtracts two terms of size |A| / eta).
+    a_max = torch.where(sel, a, neg_inf).max()
+    a_max = torch.where(torch.isfinite(a_max), a_max, torch.zeros_like(a_max))  # S empty -> 0
+    # Non-selected entries are replaced before the division so garbage there (inf/nan) cannot leak, and
+    # after it by -inf (a constant: exp gives 0 with zero gradient, no 0 * inf).
+    z = torch.where(sel, torch.where(sel, a - a_max, torch.zeros_like(a)) / eta_t, neg_inf)
+    sum_exp = torch.exp(z).sum()  # >= 1 when S is not empty (the argmax contributes e^0)
     n_sel = sel.sum().float()
-    log_mean_exp = (
-        m + torch.log(sum_exp.clamp_min(torch.finfo(torch.float32).tiny)) - torch.log(n_sel.clamp_min(1.0))
+    log_mean_exp_z = torch.log(sum_exp.clamp_min(torch.finfo(torch.float32).tiny)) - torch.log(
+        n_sel.clamp_min(1.0)
     )
-    loss = eta_t * eps_eta + eta_t * log_mean_exp
+    loss = eta_t * eps_eta + a_max + eta_t * log_mean_exp_z
     loss = torch.where(n_sel > 0, loss, torch.zeros_like(loss))
 
     with torch.no_grad():

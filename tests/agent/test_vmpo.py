@@ -110,6 +110,22 @@ def test_temperature_gradient_only_to_eta_and_equals_eps_minus_kl() -> None:
     assert eta.grad.item() == pytest.approx(0.05 - extras["vmpo/kl_psi"].item(), rel=1e-5)
 
 
+@pytest.mark.parametrize("ratio", [2.5e3, 2.5e6, 1e8, 2.5e8])
+def test_temperature_gradient_exact_at_huge_adv_over_eta(ratio: float) -> None:
+    """dL/deta = eps_eta - KL(psi || U_S), against a float64 evaluation of the same formula, up to
+    max|A|/eta = 2.5e8 (eta at a projected dual's floor): the float32 shift by max(A/eta) lost it."""
+    adv = torch.tensor([0.3, -0.4, 1.2, 1.2 - 1e-9 * ratio, 0.0])  # a near-tie, then a clear argmax
+    eta_value = 1.2 / ratio
+    eta = torch.tensor(eta_value, requires_grad=True)
+    loss, _ = temperature_loss(eta, adv, torch.ones(5, dtype=torch.bool), eps_eta=0.01)
+    loss.backward()
+    a = adv.double()
+    psi = torch.softmax(a / eta_value, 0)
+    kl = float((psi * torch.log(psi * 5).nan_to_num(0.0)).sum())
+    assert math.isfinite(eta.grad.item())
+    assert eta.grad.item() == pytest.approx(0.01 - kl, rel=1e-4, abs=1e-5)
+
+
 def test_temperature_gradient_sign_all_equal_advantages() -> None:
     # Equal advantages: psi is uniform, KL = 0 < eps_eta, so dL/deta = eps_eta > 0 and eta shrinks.
     eta = torch.tensor(2.0, requires_grad=True)
