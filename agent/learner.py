@@ -32,6 +32,12 @@ def task_values(values: torch.Tensor, task_id: torch.Tensor) -> torch.Tensor:
     return values.gather(-1, task_id.unsqueeze(-1)).squeeze(-1)
 
 
+def column_minibatches(action: torch.Tensor, num_minibatches: int) -> tuple[torch.Tensor, ...]:
+    """A random split of the columns of ``action`` [T, B] into ``min(num_minibatches, B)`` index sets."""
+    columns = action.shape[1]
+    return torch.randperm(columns, device=action.device).chunk(max(1, min(num_minibatches, columns)))
+
+
 def action_log_probs(logits: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """log pi(a|s) [T, B] and the policy entropy [T, B], in fp32."""
     log_p = F.log_softmax(logits.float(), dim=-1)
@@ -204,13 +210,11 @@ class VMPOLearner(Learner):
         cfg, T = self.cfg, traj.unroll_length
         with torch.no_grad():
             target_logits = self.target_net.unroll(*traj.inputs())[0][:T]  # pi_old [T, B, A]
-        columns = traj.action.shape[1]
-        minibatches = max(1, min(cfg.vmpo.num_minibatches, columns))
+        split = cfg.vmpo.num_minibatches > 1  # whole env columns, as PPO's minibatch_over=envs
         returns = torch.zeros_like(traj.reward)  # [T, B]: each column's G from the last epoch
         for _ in range(cfg.vmpo.update_epochs):
-            split = minibatches > 1  # whole env columns, as PPO's minibatch_over=envs
-            parts = torch.randperm(columns, device=traj.action.device).chunk(minibatches) if split else None
-            for index in parts if split else (slice(None),):
+            parts = column_minibatches(traj.action, cfg.vmpo.num_minibatches) if split else (slice(None),)
+            for index in parts:
                 mb = traj.select(index) if split else traj
                 loss, metrics, mb_returns = self._compute_loss(mb, target_logits[:, index])
                 metrics.update(self._optimizer_step(loss))
@@ -267,11 +271,9 @@ class PPOLearner(Learner):
             old_log_probs, advantages, old_v, returns = (
                 x[:T].reshape(1, -1) for x in (old_log_probs, advantages, old_v, returns)
             )
-        columns = traj.action.shape[1]
-        minibatches = max(1, min(p.num_minibatches, columns))
         metrics: Metrics = {}
         for _ in range(p.update_epochs):
-            for index in torch.randperm(columns, device=traj.action.device).chunk(minibatches):
+            for index in column_minibatches(traj.action, p.num_minibatches):
                 loss, extras = self._compute_loss(
                     traj.select(index),
                     old_log_probs[:, index],
