@@ -46,7 +46,8 @@ class LagrangeMultiplier(nn.Module):
     Usage::
 
         eta = LagrangeMultiplier(1.0, mode="softplus", eps_min=1e-8)
-        loss, extras = vmpo_loss(..., eta=eta.value(), alpha=alpha.value(), ...)
+        loss, extras = vmpo_loss(..., temperature=Penalty(eta.value(), eps_eta),
+                                 trust_region=Penalty(alpha.value(), eps_alpha), ...)
         loss.backward(); optimizer.step(); eta.project_(); alpha.project_()
     """
 

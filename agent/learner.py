@@ -21,7 +21,7 @@ from agent.masked import masked_mean
 from agent.ppo import ppo_loss
 from agent.returns import gae, n_step_returns
 from agent.rollout import Trajectory
-from agent.vmpo import vmpo_loss
+from agent.vmpo import Penalty, vmpo_loss
 from configs.schema import AlgoConfig
 
 Metrics = dict[str, float]
@@ -194,8 +194,9 @@ class VMPOLearner(Learner):
         v_cfg = cfg.vmpo
         policy_loss, extras = vmpo_loss(
             logits[:T], target_logits, traj.action, advantages, traj.mask,
-            self.eta.value(), self.alpha.value(), v_cfg.topk_fraction, v_cfg.eps_eta, v_cfg.eps_alpha,
-            axis,
+            temperature=Penalty(self.eta.value(), v_cfg.eps_eta),
+            trust_region=Penalty(self.alpha.value(), v_cfg.eps_alpha),
+            topk_fraction=v_cfg.topk_fraction, axis=axis,
         )  # fmt: skip
         loss = value_loss + policy_loss
         metrics = {k: float(x) for k, x in extras.items()}

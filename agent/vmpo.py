@@ -19,13 +19,19 @@ This module provides the three V-MPO terms; the value loss :math:`\mathcal{L}_V`
 
 Conventions:
 
-* Every function takes flat ``[N]`` tensors (any shape works: reductions are over all elements);
-  :func:`vmpo_loss` takes the learner's time-major ``[T, B]`` tensors.
+* :func:`vmpo_sample_loss` is the one place the parts are chained (top-k -> psi -> ``L_pi``, ``L_eta``,
+  ``L_alpha`` -> diagnostics), on log-probabilities of taken samples: :func:`vmpo_loss` feeds it the
+  agent's per-step log-probs and categorical KL, ``llm.learner`` a language model's per-completion
+  log-probs and per-token KL to its reference.
+* The parts take flat ``[N]`` tensors (any shape works: reductions are over all elements);
+  :func:`vmpo_loss` takes the learner's time-major ``[T, B]`` tensors. Duals travel with their bounds
+  (:class:`Penalty`); options after the tensors are keyword-only.
 * ``eta`` and ``alpha`` are positive 0-d tensors (``agent.duals.LagrangeMultiplier.value()``) or floats.
 * All maths is fp32 (bf16 inputs are cast up); stop-gradients are applied *inside* each function as
   documented, so the caller passes raw tensors.
 * No host synchronisation (no ``.item()``), no device-specific code: CPU and CUDA alike.
-* Losses return ``(loss, extras)``; ``extras`` holds detached 0-d fp32 tensors named for logging.
+* Losses return ``(loss, extras)`` (:class:`LossOutput` for the composed ones); ``extras`` holds
+  detached 0-d fp32 tensors named for logging.
 * Data parallel (``agent.distributed``): :func:`trust_region_loss` and :func:`vmpo_loss` take a
   :class:`~agent.distributed.BatchAxis`. The E-step runs on the gathered global batch and the returned
   loss is this rank's *share*: the shares of all ranks sum to the loss of the concatenated batch. The
@@ -35,6 +41,7 @@ Conventions:
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -43,13 +50,18 @@ from agent.distributed import LOCAL, BatchAxis
 from agent.masked import masked_mean
 
 __all__ = [
+    "LossOutput",
+    "Penalty",
     "categorical_kl",
+    "e_step_diagnostics",
     "e_step_weights",
+    "effective_sample_size",
     "policy_loss",
     "temperature_loss",
     "topk_mask",
     "trust_region_loss",
     "vmpo_loss",
+    "vmpo_sample_loss",
 ]
 
 Extras = dict[str, torch.Tensor]
@@ -275,47 +287,152 @@ def trust_region_loss(
     return loss, extras
 
 
+class Penalty(NamedTuple):
+    """A Lagrange multiplier together with the bound of its constraint (seed 000 §5: ``eta`` with
+    ``epsilon_eta``, ``alpha`` with ``epsilon_alpha``), so that the two can never be swapped apart."""
+
+    value: torch.Tensor | float  # the multiplier > 0 (``LagrangeMultiplier.value()``) or a float
+    epsilon: float  # the bound of the constraint it enforces
+
+
+class LossOutput(NamedTuple):
+    """A loss and its diagnostics: ``loss`` is this rank's share (0-d fp32, carries the gradient);
+    ``metrics`` are detached 0-d fp32 tensors, named where they are computed (``loss/...``, ``vmpo/...``)
+    and logged verbatim. Unpacks as ``loss, metrics = ...``."""
+
+    loss: torch.Tensor
+    metrics: Extras
+
+
+def effective_sample_size(weights: torch.Tensor) -> torch.Tensor:
+    """Kish ESS ``(sum w)^2 / sum w^2`` of non-negative weights (0 if all are 0); for the E-step's
+    ``psi`` (sum 1) it is ``1 / sum psi^2``."""
+    w = weights.detach().float()
+    denom = (w**2).sum()
+    return torch.where(denom > 0, w.sum() ** 2 / denom.clamp_min(torch.finfo(torch.float32).tiny), denom)
+
+
+def e_step_diagnostics(
+    advantages: torch.Tensor, valid: torch.Tensor, selected: torch.Tensor, psi: torch.Tensor
+) -> Extras:
+    """What the E-step saw and kept, on the (gathered) batch; every value is finite, 0 when ``S`` is empty.
+
+    ``vmpo/adv_mean``, ``vmpo/adv_std`` (unbiased) over the valid samples; ``vmpo/adv_topk_mean``,
+    ``vmpo/adv_topk_min`` over ``S``; ``vmpo/ess`` (:func:`effective_sample_size` of ``psi``),
+    ``vmpo/ess_frac`` (ess / ``|S|``), ``vmpo/num_selected`` (``|S|``).
+    """
+    with torch.no_grad():
+        adv, v, sel = advantages.detach().float(), valid.bool(), selected.bool()
+        zero = adv.new_zeros(())
+        n_sel = sel.sum().float()
+        adv_mean = masked_mean(adv, v)
+        n_valid = v.sum().float()
+        adv_var = masked_mean((adv - adv_mean) ** 2, v) * n_valid / (n_valid - 1).clamp_min(1.0)
+        topk_min = torch.where(sel, adv, torch.full_like(adv, math.inf)).min() if adv.numel() else zero
+        ess = effective_sample_size(psi)
+        return {
+            "vmpo/adv_topk_mean": torch.where(sel, adv, torch.zeros_like(adv)).sum() / n_sel.clamp_min(1.0),
+            "vmpo/adv_topk_min": torch.where(n_sel > 0, topk_min, zero),
+            "vmpo/adv_mean": adv_mean,
+            "vmpo/adv_std": adv_var.sqrt(),
+            "vmpo/ess": ess,
+            "vmpo/ess_frac": ess / n_sel.clamp_min(1.0),
+            "vmpo/num_selected": n_sel,
+        }
+
+
+def vmpo_sample_loss(
+    sample_log_probs: torch.Tensor,
+    advantages: torch.Tensor,
+    valid: torch.Tensor,
+    *,
+    temperature: Penalty,
+    topk_fraction: float,
+    kl: torch.Tensor | None = None,
+    kl_mask: torch.Tensor | None = None,
+    trust_region: Penalty | None = None,
+    axis: BatchAxis = LOCAL,
+) -> LossOutput:
+    r"""V-MPO's policy side ``L_pi + L_eta (+ L_alpha)`` on the log-probabilities of taken samples
+    (Song et al. 2019, §3.1-3.3; seed 000 §5, §6), for control and language models alike.
+
+    A sample is whatever the E-step weighs: one step ``(s_t, a_t)`` of an Atari unroll (``[T, B]``) or one
+    whole completion ``y_i`` of a prompt (``[B]``, ``log pi(y|x)`` summed over its tokens):
+
+    1. ``S = topk_mask(A, valid, topk_fraction)``; 2. ``psi = e_step_weights(A, S, eta)``;
+    3. ``L_pi = -sum psi log pi_theta(sample)`` (:func:`policy_loss`);
+    4. ``L_eta`` (:func:`temperature_loss`) with ``temperature = Penalty(eta, eps_eta)``;
+    5. with ``trust_region = Penalty(alpha, eps_alpha)``: ``L_alpha`` on the mean of ``kl`` over ``kl_mask``
+       (:func:`trust_region_loss`); ``kl`` is per state (Atari: ``KL(pi_old(.|s_t) || pi_theta(.|s_t))``
+       ``[T, B]``) or per token (language model: ``[B, T]`` with the completion mask).
+
+    The batch axis (gathered over data-parallel ranks for the E-step) is the last axis of ``valid``: ``B``
+    of ``[T, B]`` or of ``[B]``. Gradients: ``sample_log_probs`` get ``L_pi``; ``kl`` gets ``sg[alpha]``;
+    ``eta`` gets ``L_eta`` only; ``alpha`` gets ``alpha (eps_alpha - sg[KL])`` only; ``advantages`` none.
+
+    Returns:
+        :class:`LossOutput`: this rank's share of the loss; metrics ``loss/policy``, the temperature's
+        (``loss/eta``, ``vmpo/eta``, ``vmpo/kl_psi``), :func:`e_step_diagnostics`, and with a trust region
+        ``loss/alpha``, ``vmpo/alpha``, ``vmpo/kl_mean``, ``vmpo/kl_max``.
+    """
+    for name, x in (("advantages", advantages), ("valid", valid)):
+        if x.shape != sample_log_probs.shape:
+            raise ValueError(f"{name} must have shape {tuple(sample_log_probs.shape)}, got {tuple(x.shape)}")
+    if (kl is None) != (trust_region is None):
+        raise ValueError("vmpo_sample_loss needs kl and trust_region together (or neither)")
+    dim = valid.dim() - 1  # the batch axis: B of [T, B] or of [B]
+    adv = axis.gather(advantages.detach().float(), dim=dim)  # the E-step sees the whole batch
+    valid_all = axis.gather(valid.bool(), dim=dim)
+    selected = topk_mask(adv, valid_all, topk_fraction)
+    psi = e_step_weights(adv, selected, temperature.value)  # sums to 1 over S
+    loss_pi = policy_loss(sample_log_probs, axis.local(psi, dim=dim))  # this rank's samples
+    loss_eta, metrics = temperature_loss(temperature.value, adv, selected, temperature.epsilon)
+    loss = loss_pi + loss_eta / axis.world  # L_eta is the same on every rank: the shares sum to it
+    metrics = {"loss/policy": axis.sum(loss_pi.detach()), **metrics}
+    if kl is not None and trust_region is not None:
+        kl_mask = valid if kl_mask is None else kl_mask
+        if kl.shape != kl_mask.shape:
+            raise ValueError(f"kl {tuple(kl.shape)} != kl_mask {tuple(kl_mask.shape)}")
+        loss_alpha, metrics_alpha = trust_region_loss(
+            trust_region.value, kl, kl_mask, trust_region.epsilon, axis
+        )
+        loss = loss + loss_alpha
+        metrics.update(metrics_alpha)
+    metrics.update(e_step_diagnostics(adv, valid_all, selected, psi))
+    return LossOutput(loss, metrics)
+
+
 def vmpo_loss(
     logits: torch.Tensor,
     target_logits: torch.Tensor,
     actions: torch.Tensor,
     advantages: torch.Tensor,
     mask: torch.Tensor,
-    eta: torch.Tensor | float,
-    alpha: torch.Tensor | float,
+    *,
+    temperature: Penalty,
+    trust_region: Penalty,
     topk_fraction: float,
-    eps_eta: float,
-    eps_alpha: float,
     axis: BatchAxis = LOCAL,
-) -> tuple[torch.Tensor, Extras]:
-    """The V-MPO policy-side loss ``L_pi + L_eta + L_alpha`` (seed 000 §5; seed 002 §3), discrete actions.
+) -> LossOutput:
+    """V-MPO's policy side for discrete actions (Song et al. 2019, §3; seed 000 §5): the per-step
+    log-probabilities of the taken actions and ``KL(pi_old || pi_theta)`` per state, through
+    :func:`vmpo_sample_loss`, plus the policy entropy for logging.
 
-    1. ``S = topk_mask(A, mask, topk_fraction)``; 2. ``psi = e_step_weights(A, S, eta)``;
-    3. ``L_pi = -sum psi log pi_theta(a|s)``; 4. ``L_eta`` (:func:`temperature_loss`);
-    5. ``L_alpha`` with ``KL(pi_target || pi_theta)`` averaged over ``mask`` (:func:`trust_region_loss`).
-
-    The value loss ``L_V`` is the learner's. Gradients: ``logits`` get ``L_pi`` and ``sg[alpha] * KL``;
-    ``eta`` gets ``L_eta`` only; ``alpha`` gets ``alpha (eps_alpha - sg[KL])`` only; ``target_logits`` and
-    ``advantages`` get none. Masked (reset) steps get no gradient at all.
+    The value loss ``L_V`` is the learner's. Masked (reset) steps get no gradient at all.
 
     Args:
         logits: ``[T, B, A]`` online policy logits ``pi_theta`` (may be bf16; maths is fp32).
         target_logits: ``[T, B, A]`` logits of ``pi_old`` (target network / behaviour); detached inside.
         actions: ``[T, B]`` int64 actions taken.
-        advantages: ``[T, B]`` ``A = G^(n) - V`` (e.g. from :func:`agent.returns.n_step_returns`); detached.
+        advantages: ``[T, B]`` ``A = G - V`` (e.g. from :func:`agent.returns.n_step_returns`); detached.
         mask: ``[T, B]`` bool/0-1, 1 = real transition (0 at autoreset steps).
-        eta: temperature, 0-d tensor (``LagrangeMultiplier.value()``) or float.
-        alpha: KL multiplier, 0-d tensor or float.
+        temperature: ``Penalty(eta, eps_eta)``, the E-step temperature and its KL bound.
+        trust_region: ``Penalty(alpha, eps_alpha)``, the M-step KL multiplier and its bound.
         topk_fraction: fraction ``rho`` of valid samples kept by the E-step (paper: 0.5).
-        eps_eta: E-step KL bound ``epsilon_eta``.
-        eps_alpha: M-step trust-region bound ``epsilon_alpha``.
 
     Returns:
-        ``(loss, extras)``: 0-d fp32 loss and detached 0-d fp32 scalars ``"loss/policy"``, ``"loss/eta"``,
-        ``"loss/alpha"``, ``"vmpo/eta"``, ``"vmpo/alpha"``, ``"vmpo/kl_mean"``, ``"vmpo/kl_max"``,
-        ``"vmpo/kl_psi"``, ``"vmpo/adv_topk_mean"``, ``"vmpo/adv_topk_min"``, ``"vmpo/adv_mean"``,
-        ``"vmpo/adv_std"``, ``"vmpo/ess"`` (``1 / sum psi^2``), ``"vmpo/ess_frac"`` (ess / ``|S|``),
-        ``"vmpo/num_selected"``, ``"policy/entropy"`` (mean over ``mask``).
+        :class:`LossOutput` with :func:`vmpo_sample_loss`'s metrics and ``policy/entropy`` (mean over
+        ``mask``).
     """
     if logits.shape != target_logits.shape:
         raise ValueError(f"logits {tuple(logits.shape)} != target_logits {tuple(target_logits.shape)}")
@@ -324,37 +441,11 @@ def vmpo_loss(
             raise ValueError(f"{name} must have shape {tuple(logits.shape[:-1])}, got {tuple(x.shape)}")
     log_pi = F.log_softmax(logits.float(), dim=-1)  # [T, B, A]
     log_probs = log_pi.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)  # [T, B]
-    adv = axis.gather(advantages.detach().float())  # [T, W*B]: the E-step sees the whole batch
-    valid = axis.gather(mask.bool())
-
-    selected = topk_mask(adv, valid, topk_fraction)  # [T, W*B]
-    psi = e_step_weights(adv, selected, eta)  # [T, W*B], sums to 1 over S
-    loss_pi = policy_loss(log_probs, axis.local(psi))  # this rank's samples of -sum psi log pi
-    loss_eta, extras_eta = temperature_loss(eta, adv, selected, eps_eta)  # the same on every rank
-    kl = categorical_kl(target_logits, logits)  # [T, B]
-    loss_alpha, extras_alpha = trust_region_loss(alpha, kl, mask, eps_alpha, axis)
-    loss = loss_pi + loss_eta / axis.world + loss_alpha  # shares of the ranks sum to the global loss
-
+    loss, metrics = vmpo_sample_loss(
+        log_probs, advantages, mask, temperature=temperature, topk_fraction=topk_fraction,
+        kl=categorical_kl(target_logits, logits), trust_region=trust_region, axis=axis,
+    )  # fmt: skip
     with torch.no_grad():
-        n_sel = selected.sum().float()
-        zeros = torch.zeros_like(adv)
-        adv_mean = masked_mean(adv, valid)
-        n_valid = valid.sum().float()
-        adv_var = masked_mean((adv - adv_mean) ** 2, valid) * n_valid / (n_valid - 1).clamp_min(1.0)
-        topk_min = torch.where(selected, adv, torch.full_like(adv, math.inf)).min()
-        ess = 1.0 / (psi**2).sum().clamp_min(torch.finfo(torch.float32).tiny)
         entropy = -(log_pi.exp() * log_pi).nan_to_num().sum(-1)  # 0 log 0 = 0 for -inf logits
-        extras = {
-            "loss/policy": axis.sum(loss_pi),
-            **extras_eta,
-            **extras_alpha,
-            "vmpo/adv_topk_mean": torch.where(selected, adv, zeros).sum() / n_sel.clamp_min(1.0),
-            "vmpo/adv_topk_min": torch.where(n_sel > 0, topk_min, zeros.sum()),
-            "vmpo/adv_mean": adv_mean,
-            "vmpo/adv_std": adv_var.sqrt(),
-            "vmpo/ess": torch.where(n_sel > 0, ess, zeros.sum()),
-            "vmpo/ess_frac": torch.where(n_sel > 0, ess / n_sel.clamp_min(1.0), zeros.sum()),
-            "vmpo/num_selected": n_sel,
-            "policy/entropy": axis.sum(axis.mean_share(entropy, mask)),
-        }
-    return loss, extras
+        metrics["policy/entropy"] = axis.sum(axis.mean_share(entropy, mask))
+    return LossOutput(loss, metrics)

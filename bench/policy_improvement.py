@@ -23,7 +23,7 @@ from torch import nn
 
 from agent.duals import LagrangeMultiplier
 from agent.ppo import ppo_loss
-from agent.vmpo import vmpo_loss
+from agent.vmpo import Penalty, vmpo_loss
 from bench.common import Row, main
 
 STATE_DIM, NUM_ACTIONS, BATCH = 16, 4, 512
@@ -61,7 +61,8 @@ def vmpo_update(pi, value, opt, duals, dual_opt, target, s, a, r, epochs: int, m
             v = value(s[idx]).squeeze(-1)
             loss, _ = vmpo_loss(
                 pi(s[idx])[None], target_logits[idx][None], a[idx][None], (r[idx] - v).detach()[None],
-                torch.ones(1, len(idx), dtype=torch.bool), eta.value(), alpha.value(), 0.5, 0.02, 0.005,
+                torch.ones(1, len(idx), dtype=torch.bool), temperature=Penalty(eta.value(), 0.02),
+                trust_region=Penalty(alpha.value(), 0.005), topk_fraction=0.5,
             )  # fmt: skip
             opt.zero_grad()
             dual_opt.zero_grad()

@@ -2,8 +2,8 @@
 
 All methods share this path (seed 000 §6-7): reward -> advantage ``A(x, y)`` -> per-sequence weights ->
 weighted teacher-forced NLL of the whole completion (GRPO: the clipped ratio surrogate instead).
-The E-step, the ``eta``/``alpha`` duals and the M-step are :mod:`agent.vmpo`'s functions, reached through
-:mod:`llm.losses`; the duals are :class:`agent.duals.LagrangeMultiplier`.
+V-MPO is :func:`agent.vmpo.vmpo_sample_loss`, the Atari learner's own function, on per-completion
+log-probs and the per-token KL to the reference; the duals are :class:`agent.duals.LagrangeMultiplier`.
 
 Dropout (seed 000 §9): sampling and the ``pi_old``/``pi_ref`` forward passes run in eval mode; the
 M-step forward runs in train mode (dropout on) only when ``algo.mstep_dropout`` is set.
@@ -25,6 +25,7 @@ from torch import nn
 
 from agent.distributed import LOCAL, BatchAxis
 from agent.duals import LagrangeMultiplier
+from agent.vmpo import Penalty, vmpo_sample_loss
 from llm.advantages import group_mean_advantages, group_reward_std, value_advantages
 from llm.losses import (
     awr_loss,
@@ -33,7 +34,7 @@ from llm.losses import (
     reference_kl_loss,
     sequence_log_probs,
     sft_loss,
-    vmpo_sequence_loss,
+    token_kl,
 )
 from llm.rollout import Rollout, completion_log_probs
 
@@ -142,14 +143,22 @@ class SequenceLearner(nn.Module):
         adv: torch.Tensor,
         mask: torch.Tensor,
         valid: torch.Tensor,
+        logits: torch.Tensor | None,
+        ref_logits: torch.Tensor | None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The method's loss (this rank's share) and metrics; ``logits``/``ref_logits`` ``[B, T, V]`` are
+        given when the method has a KL term to the reference (V-MPO's trust region, GRPO's penalty)."""
         a = self.algo
         seq_lp = sequence_log_probs(token_lp, mask)
         axis = self.axis
+        use_kl = logits is not None and ref_logits is not None
         if a.method == "vmpo":
-            return vmpo_sequence_loss(
-                seq_lp, adv, valid, self.eta.value(), a.vmpo.topk_fraction, a.vmpo.eps_eta, axis
-            )
+            kl = token_kl(ref_logits, logits, mask) if use_kl else None
+            return vmpo_sample_loss(
+                seq_lp, adv, valid, temperature=Penalty(self.eta.value(), a.vmpo.eps_eta),
+                topk_fraction=a.vmpo.topk_fraction, kl=kl, kl_mask=mask,
+                trust_region=Penalty(self.alpha.value(), a.vmpo.eps_alpha) if use_kl else None, axis=axis,
+            )  # fmt: skip
         if a.method == "dar":
             assert ref_token_lp is not None
             ref_seq, old_seq = sequence_log_probs(ref_token_lp, mask), sequence_log_probs(old_token_lp, mask)
@@ -159,7 +168,11 @@ class SequenceLearner(nn.Module):
         if a.method == "awr":
             return awr_loss(seq_lp, adv, valid, a.awr.beta, a.awr.weight_clip, axis)
         loss, extras = grpo_loss(token_lp, old_token_lp, adv, mask & valid.unsqueeze(-1), a.grpo.clip_eps)
-        return loss / axis.world, extras  # the mean of the ranks' token means
+        loss = loss / axis.world  # the mean of the ranks' token means
+        if use_kl:  # a plain penalty: fixed kl_coef with eps 0, gradient kl_coef * dKL
+            kl_loss, kl_extras = reference_kl_loss(a.grpo.kl_coef, ref_logits, logits, mask, 0.0, axis)
+            loss, extras = loss + kl_loss, {**extras, **kl_extras}
+        return loss, extras
 
     def update(self, rollout: Rollout, rewards: torch.Tensor) -> dict[str, float]:
         """One RL update on a sampled batch; returns scalar metrics (TRL names where they exist)."""
@@ -187,16 +200,9 @@ class SequenceLearner(nn.Module):
         for _ in range(a.update_epochs):
             self.policy.train(a.mstep_dropout)
             token_lp, logits, _ = completion_log_probs(self.policy, rollout, with_logits=use_kl)
-            loss, extras = self._method_loss(token_lp, old_token_lp, ref_token_lp, adv, mask, valid)
-            if use_kl:
-                assert logits is not None and ref_logits is not None
-                # V-MPO: alpha is the learned dual. GRPO: a fixed float kl_coef with eps 0, whose loss
-                # kl_coef * (0 - sg[KL]) + kl_coef * KL has the gradient kl_coef * dKL of a plain penalty.
-                alpha = self.alpha.value() if a.method == "vmpo" else a.grpo.kl_coef
-                eps_alpha = a.vmpo.eps_alpha if a.method == "vmpo" else 0.0
-                kl_loss, kl_extras = reference_kl_loss(alpha, ref_logits, logits, mask, eps_alpha, self.axis)
-                loss = loss + kl_loss
-                extras = {**extras, **kl_extras}
+            loss, extras = self._method_loss(
+                token_lp, old_token_lp, ref_token_lp, adv, mask, valid, logits, ref_logits
+            )
             self.policy_opt.zero_grad(set_to_none=True)
             self.dual_opt.zero_grad(set_to_none=True)
             self._backward(loss, [*self.policy.parameters(), self.eta.raw, self.alpha.raw])

@@ -1,4 +1,6 @@
-r"""Sequence-level losses as pure functions; the E-step, duals and M-step are :mod:`agent.vmpo`'s.
+r"""Sequence-level losses as pure functions; V-MPO itself is :func:`agent.vmpo.vmpo_sample_loss`, the same
+function the Atari learner calls, fed per-completion log-probs (:func:`sequence_log_probs`) and the
+per-token KL to the reference (:func:`token_kl`).
 
 Every method shares one M-step form, the weighted teacher-forced NLL of whole completions
 (seed 000 §6 eq. (5)): ``L_pi = -sum_i w_i log pi_theta(y_i | x_i)`` with ``log pi(y|x) = sum_t
@@ -6,8 +8,9 @@ log pi(y_t | y_<t, x)`` (seed 000 §6 "Token-Level Form") and weights ``w`` deta
 in ``w``:
 
 * SFT (seed 000 §6 "E-step / M-step for SFT"): ``w_i = 1 / B`` on the reference answers.
-* V-MPO (seed 000 §6 eqs. (4)-(5)): ``w = psi = softmax_S(A / eta)`` on the top-k set ``S``,
-  ``eta`` fitted by the log-sum-exp dual; optional KL trust region to a reference with dual ``alpha``.
+* V-MPO (seed 000 §6 "Sequence-Level V-MPO at LLM Scale", eqs. (4)-(5)): ``w = psi = softmax_S(A / eta)``
+  on the top-k set ``S``, ``eta`` fitted by the log-sum-exp dual; optional KL trust region to a reference
+  with dual ``alpha`` (:func:`agent.vmpo.vmpo_sample_loss`).
 * DAR (seed 000 §7 eq. (7) and the final objective): ``w_i = (pi_ref / pi_t)^(alpha/t) exp(A_i / t)``,
   ``t = alpha + beta``, clipped at ``weight_clip``, averaged over the batch.
 * AWR (seed 000 §7 "Advantage Weighted Regression"; Peng et al. 2019): ``w_i = min(exp(A_i / beta),
@@ -32,25 +35,17 @@ import torch
 
 from agent.distributed import LOCAL, BatchAxis
 from agent.ppo import ppo_loss
-from agent.vmpo import (
-    categorical_kl,
-    e_step_weights,
-    policy_loss,
-    temperature_loss,
-    topk_mask,
-    trust_region_loss,
-)
+from agent.vmpo import categorical_kl, effective_sample_size, policy_loss, trust_region_loss
 
 __all__ = [
     "awr_loss",
     "dar_loss",
     "dar_weights",
-    "effective_sample_size",
     "grpo_loss",
     "reference_kl_loss",
     "sequence_log_probs",
     "sft_loss",
-    "vmpo_sequence_loss",
+    "token_kl",
 ]
 
 Extras = dict[str, torch.Tensor]
@@ -62,13 +57,6 @@ def sequence_log_probs(token_log_probs: torch.Tensor, mask: torch.Tensor) -> tor
         raise ValueError(f"token_log_probs {tuple(token_log_probs.shape)} != mask {tuple(mask.shape)}")
     lp = token_log_probs.float()
     return torch.where(mask.bool(), lp, torch.zeros_like(lp)).sum(dim=-1)
-
-
-def effective_sample_size(weights: torch.Tensor) -> torch.Tensor:
-    """Kish ESS ``(sum w)^2 / sum w^2`` of non-negative weights (0 if all are 0)."""
-    w = weights.detach().float()
-    denom = (w**2).sum()
-    return torch.where(denom > 0, w.sum() ** 2 / denom.clamp_min(torch.finfo(torch.float32).tiny), denom)
 
 
 def _check_batch(seq_log_probs: torch.Tensor, **others: torch.Tensor) -> None:
@@ -87,57 +75,18 @@ def sft_loss(seq_log_probs: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Te
     return loss, {"loss/policy": loss.detach()}
 
 
-def vmpo_sequence_loss(
-    seq_log_probs: torch.Tensor,
-    advantages: torch.Tensor,
-    valid: torch.Tensor,
-    eta: torch.Tensor | float,
-    topk_fraction: float,
-    eps_eta: float,
-    axis: BatchAxis = LOCAL,
-) -> tuple[torch.Tensor, Extras]:
-    r"""Sequence-level V-MPO ``L_pi + L_eta`` (seed 000 §6 "Sequence-Level V-MPO at LLM Scale").
+def token_kl(ref_logits: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-token ``KL(pi_ref(.|s_t) || pi_theta(.|s_t))`` ``[B, T]`` (:func:`agent.vmpo.categorical_kl`),
+    for the trust region of V-MPO (``vmpo_sample_loss(kl=..., kl_mask=mask)``) and GRPO's KL penalty.
 
-    1. ``S`` = top ``k = max(1, floor(rho N))`` sequences by ``A`` (:func:`agent.vmpo.topk_mask`);
-    2. ``psi_i = softmax_S(A_i / eta)``, detached (:func:`agent.vmpo.e_step_weights`, eq. (4));
-    3. ``L_pi = -sum_S psi_i log pi_theta(y_i|x_i)`` (:func:`agent.vmpo.policy_loss`, eq. (5));
-    4. ``L_eta = eta eps_eta + eta log(mean_S exp(A/eta))`` (:func:`agent.vmpo.temperature_loss`).
-
-    Args:
-        seq_log_probs: ``[B]`` ``log pi_theta(y|x)`` summed over completion tokens (carries the gradient).
-        advantages: ``[B]`` sequence advantages; detached.
-        valid: ``[B]`` bool, sequences that may be selected.
-        eta: temperature (``LagrangeMultiplier.value()``; gradient reaches it through ``L_eta`` only).
-        topk_fraction: ``rho`` in (0, 1].
-        eps_eta: E-step KL bound.
-        axis: the sequences of all data-parallel ranks form the E-step's batch.
-
-    Returns:
-        ``(loss, extras)``: extras ``loss/policy``, ``loss/eta``, ``vmpo/eta``, ``vmpo/kl_psi``,
-        ``vmpo/num_selected``, ``vmpo/adv_topk_mean``, ``vmpo/adv_topk_min``, ``vmpo/ess``, ``vmpo/ess_frac``.
+    Args: ``ref_logits``, ``logits`` ``[B, T, V]``; ``mask`` ``[B, T]`` completion tokens.
     """
-    _check_batch(seq_log_probs, advantages=advantages, valid=valid)
-    adv = axis.gather(advantages.detach().float(), dim=0)  # [W*B]
-    selected = topk_mask(adv, axis.gather(valid.bool(), dim=0), topk_fraction)
-    psi = e_step_weights(adv, selected, eta)
-    loss_pi = policy_loss(seq_log_probs, axis.local(psi, dim=0))  # this rank's sequences
-    loss_eta, extras_eta = temperature_loss(eta, adv, selected, eps_eta)  # the same on every rank
-    with torch.no_grad():
-        n_sel = selected.sum().float()
-        ess = effective_sample_size(psi)
-        extras = {
-            "loss/policy": axis.sum(loss_pi),
-            **extras_eta,
-            "vmpo/num_selected": n_sel,
-            "vmpo/adv_topk_mean": torch.where(selected, adv, torch.zeros_like(adv)).sum()
-            / n_sel.clamp_min(1),
-            "vmpo/adv_topk_min": torch.where(selected, adv, torch.full_like(adv, math.inf))
-            .min()
-            .nan_to_num(0.0),
-            "vmpo/ess": ess,
-            "vmpo/ess_frac": ess / n_sel.clamp_min(1),
-        }
-    return loss_pi + loss_eta / axis.world, extras
+    if ref_logits.shape != logits.shape or logits.shape[:-1] != mask.shape:
+        raise ValueError(
+            f"ref_logits {tuple(ref_logits.shape)}, logits {tuple(logits.shape)}, mask {tuple(mask.shape)}: "
+            "need [B, T, V], [B, T, V], [B, T]"
+        )
+    return categorical_kl(ref_logits, logits)
 
 
 def reference_kl_loss(
@@ -148,19 +97,12 @@ def reference_kl_loss(
     eps_alpha: float,
     axis: BatchAxis = LOCAL,
 ) -> tuple[torch.Tensor, Extras]:
-    r"""KL trust region to a reference policy with dual ``alpha`` (seed 000 §5 eq. (1)), per token:
-    ``alpha (eps_alpha - sg[KL]) + sg[alpha] KL``, ``KL = mean_{mask} KL(pi_ref(.|s_t) || pi_theta(.|s_t))``
-    through :func:`agent.vmpo.categorical_kl` and :func:`agent.vmpo.trust_region_loss`.
-
-    Args: ``ref_logits``, ``logits`` ``[B, T, V]``; ``mask`` ``[B, T]`` completion tokens.
+    r"""KL to a reference policy with multiplier ``alpha`` (seed 000 §5 eq. (1)), per token:
+    ``alpha (eps_alpha - sg[KL]) + sg[alpha] KL``, ``KL = mean_{mask}`` of :func:`token_kl`, through
+    :func:`agent.vmpo.trust_region_loss`. GRPO's penalty is this with a fixed float ``alpha`` and
+    ``eps_alpha = 0``; V-MPO's trust region goes through :func:`agent.vmpo.vmpo_sample_loss` instead.
     """
-    if ref_logits.shape != logits.shape or logits.shape[:-1] != mask.shape:
-        raise ValueError(
-            f"ref_logits {tuple(ref_logits.shape)}, logits {tuple(logits.shape)}, mask {tuple(mask.shape)}: "
-            "need [B, T, V], [B, T, V], [B, T]"
-        )
-    kl = categorical_kl(ref_logits, logits)
-    return trust_region_loss(alpha, kl, mask, eps_alpha, axis)
+    return trust_region_loss(alpha, token_kl(ref_logits, logits, mask), mask, eps_alpha, axis)
 
 
 def _weighted_mean_nll(

@@ -16,8 +16,8 @@ import envs
 from agent import distributed
 from agent.learner import make_learner
 from agent.rollout import Actor
+from agent.vmpo import Penalty, vmpo_sample_loss
 from configs import load_config
-from llm.losses import vmpo_sequence_loss
 from networks.agent_net import AgentNet
 
 OVERRIDES = [
@@ -75,11 +75,13 @@ def sequence_vmpo(axis: distributed.BatchAxis) -> dict[str, torch.Tensor]:
         torch.rand(8, generator=g) > 0.2,
     )
     ref_lp, ref_eta = seq_lp.clone().requires_grad_(True), torch.tensor(0.7, requires_grad=True)
-    ref_loss, _ = vmpo_sequence_loss(ref_lp, adv, valid, ref_eta, 0.5, 0.1)
+    ref_loss, _ = vmpo_sample_loss(ref_lp, adv, valid, temperature=Penalty(ref_eta, 0.1), topk_fraction=0.5)
     ref_loss.backward()
     mine = slice(4 * axis.rank, 4 * axis.rank + 4)
     lp, eta = seq_lp[mine].clone().requires_grad_(True), torch.tensor(0.7, requires_grad=True)
-    share, _ = vmpo_sequence_loss(lp, adv[mine], valid[mine], eta, 0.5, 0.1, axis)
+    share, _ = vmpo_sample_loss(
+        lp, adv[mine], valid[mine], temperature=Penalty(eta, 0.1), topk_fraction=0.5, axis=axis
+    )
     share.backward()
     return {
         "ref_loss": ref_loss.detach(), "loss": axis.sum(share),

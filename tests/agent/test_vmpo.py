@@ -9,6 +9,7 @@ import torch
 
 from agent.duals import LagrangeMultiplier, inverse_softplus
 from agent.vmpo import (
+    Penalty,
     categorical_kl,
     e_step_weights,
     policy_loss,
@@ -238,7 +239,16 @@ def test_vmpo_loss_composes_the_parts() -> None:
     logits.requires_grad_(True)
     eta = LagrangeMultiplier(0.8, mode="softplus")
     alpha = LagrangeMultiplier(4.0, mode="projected")
-    loss, extras = vmpo_loss(logits, target, actions, adv, mask, eta.value(), alpha.value(), 0.5, 0.02, 0.01)
+    loss, extras = vmpo_loss(
+        logits,
+        target,
+        actions,
+        adv,
+        mask,
+        temperature=Penalty(eta.value(), 0.02),
+        trust_region=Penalty(alpha.value(), 0.01),
+        topk_fraction=0.5,
+    )
 
     sel = topk_mask(adv, mask, 0.5)
     psi = e_step_weights(adv, sel, 0.8)
@@ -278,7 +288,14 @@ def test_vmpo_loss_bf16_inputs_give_fp32_and_finite_grads() -> None:
     logits = logits.bfloat16().requires_grad_(True)
     eta = torch.tensor(1e-3, requires_grad=True)  # |A| / eta ~ 1e3
     loss, extras = vmpo_loss(
-        logits, target.bfloat16(), actions, adv.bfloat16(), mask.float(), eta, 1.0, 0.5, 0.01, 0.01
+        logits,
+        target.bfloat16(),
+        actions,
+        adv.bfloat16(),
+        mask.float(),
+        temperature=Penalty(eta, 0.01),
+        trust_region=Penalty(1.0, 0.01),
+        topk_fraction=0.5,
     )
     assert loss.dtype == torch.float32
     loss.backward()
@@ -292,7 +309,16 @@ def test_vmpo_loss_all_masked_is_finite_and_inert() -> None:
     eta = torch.tensor(1.0, requires_grad=True)
     alpha = torch.tensor(1.0, requires_grad=True)
     none = torch.zeros_like(mask)
-    loss, extras = vmpo_loss(logits, target, actions, adv, none, eta, alpha, 0.5, 0.01, 0.01)
+    loss, extras = vmpo_loss(
+        logits,
+        target,
+        actions,
+        adv,
+        none,
+        temperature=Penalty(eta, 0.01),
+        trust_region=Penalty(alpha, 0.01),
+        topk_fraction=0.5,
+    )
     loss.backward()
     assert loss.item() == 0.0 and extras["vmpo/num_selected"].item() == 0.0
     assert eta.grad.item() == 0.0 and alpha.grad.item() == 0.0 and logits.grad.abs().sum() == 0.0
@@ -302,7 +328,16 @@ def test_vmpo_loss_all_masked_is_finite_and_inert() -> None:
 def test_vmpo_loss_shape_errors() -> None:
     logits, target, actions, adv, mask = _batch()
     with pytest.raises(ValueError, match="mask"):
-        vmpo_loss(logits, target, actions, adv, mask[:-1], 1.0, 1.0, 0.5, 0.01, 0.01)
+        vmpo_loss(
+            logits,
+            target,
+            actions,
+            adv,
+            mask[:-1],
+            temperature=Penalty(1.0, 0.01),
+            trust_region=Penalty(1.0, 0.01),
+            topk_fraction=0.5,
+        )
 
 
 # ---------------------------------------------------------------------------------------------- duals

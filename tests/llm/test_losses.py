@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from agent.vmpo import Penalty, vmpo_sample_loss
 from llm.advantages import group_mean_advantages, group_reward_std, value_advantages
 from llm.losses import (
     awr_loss,
@@ -14,7 +15,6 @@ from llm.losses import (
     reference_kl_loss,
     sequence_log_probs,
     sft_loss,
-    vmpo_sequence_loss,
 )
 
 ALL = torch.ones(4, dtype=torch.bool)
@@ -34,11 +34,12 @@ def test_sft_is_uniform_weight_nll():
     assert torch.allclose(seq_lp.grad, torch.tensor([-0.5, -0.5]))
 
 
-def test_vmpo_sequence_loss_by_hand():
+def test_sequence_level_vmpo_by_hand():
+    """agent.vmpo.vmpo_sample_loss on per-completion log-probs, as llm.learner calls it."""
     seq_lp = torch.tensor([-1.0, -2.0, -3.0, -4.0], requires_grad=True)
     adv = torch.tensor([1.0, 0.0, 2.0, -1.0])
     eta = torch.tensor(1.0, requires_grad=True)
-    loss, ex = vmpo_sequence_loss(seq_lp, adv, ALL, eta, topk_fraction=0.5, eps_eta=0.1)
+    loss, ex = vmpo_sample_loss(seq_lp, adv, ALL, temperature=Penalty(eta, 0.1), topk_fraction=0.5)
     # k = floor(0.5 * 4) = 2 -> S = {0, 2}; psi = softmax([1, 2]).
     z = math.e + math.e**2
     psi0, psi2 = math.e / z, math.e**2 / z
@@ -57,7 +58,8 @@ def test_vmpo_sequence_loss_by_hand():
 def test_vmpo_invalid_sequences_are_never_selected():
     seq_lp = torch.tensor([-1.0, -2.0, -3.0, -4.0])
     valid = torch.tensor([True, True, False, False])
-    _, ex = vmpo_sequence_loss(seq_lp, torch.tensor([0.0, 1.0, 5.0, 5.0]), valid, 1.0, 0.5, 0.1)
+    adv = torch.tensor([0.0, 1.0, 5.0, 5.0])
+    _, ex = vmpo_sample_loss(seq_lp, adv, valid, temperature=Penalty(1.0, 0.1), topk_fraction=0.5)
     assert ex["vmpo/num_selected"].item() == 1
     assert ex["loss/policy"].item() == pytest.approx(2.0)  # only sequence 1, psi = 1
 
@@ -124,7 +126,13 @@ def test_group_advantages():
 
 def test_shape_errors_are_one_line():
     with pytest.raises(ValueError, match="advantages must have shape") as err:
-        vmpo_sequence_loss(torch.zeros(3), torch.zeros(2), torch.ones(3, dtype=torch.bool), 1.0, 0.5, 0.1)
+        vmpo_sample_loss(
+            torch.zeros(3),
+            torch.zeros(2),
+            torch.ones(3, dtype=torch.bool),
+            temperature=Penalty(1.0, 0.1),
+            topk_fraction=0.5,
+        )
     assert "\n" not in str(err.value)
     with pytest.raises(ValueError, match="DAR needs"):
         dar_weights(torch.zeros(1), torch.zeros(1), torch.zeros(1), 0.0, 0.0, 1.0)
