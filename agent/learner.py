@@ -300,7 +300,8 @@ class PPOLearner(Learner):
         log_probs, entropy = action_log_probs(logits[:T], mb.action)
         loss, extras = ppo_loss(
             log_probs, old_log_probs, advantages, task_values(values.float(), mb.task_id)[:T], old_v[:T],
-            returns, mb.mask, p.clip_coef, p.clip_value, p.vf_coef, p.ent_coef, entropy, p.norm_adv,
+            returns, mb.mask, entropy, clip_coef=p.clip_coef, clip_value=p.clip_value, vf_coef=p.vf_coef,
+            ent_coef=p.ent_coef, norm_adv=p.norm_adv,
         )  # fmt: skip
         return loss / self.axis.world, extras
 

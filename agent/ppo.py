@@ -15,9 +15,62 @@ from __future__ import annotations
 
 import torch
 
+from agent.loss_output import LossOutput
 from agent.masked import masked_mean
 
-__all__ = ["ppo_loss"]
+__all__ = ["clipped_surrogate", "ppo_loss"]
+
+
+def clipped_surrogate(
+    new_log_probs: torch.Tensor,
+    old_log_probs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    clip_coef: float,
+) -> LossOutput:
+    r"""PPO's clipped ratio surrogate ``-L^CLIP`` (Schulman et al. 2017, eq. 7), used by PPO and GRPO.
+
+    .. math::
+        r_t = \exp(\ell_{\theta,t} - \ell_{old,t}), \qquad
+        -L^{CLIP} = \mathbb{E}_t[\max(-r_t A_t,\ -\mathrm{clip}(r_t, 1-\epsilon, 1+\epsilon) A_t)],
+
+    the expectation a mean over ``mask``; masked entries get ratio 1 and no gradient (no nan).
+
+    Args:
+        new_log_probs: log-probabilities under the current parameters (carry the gradient), any shape.
+        old_log_probs: the behaviour log-probabilities, same shape; detached inside.
+        advantages: same shape (the caller normalises or broadcasts them); detached inside.
+        mask: bool/0-1, same shape.
+        clip_coef: ``epsilon``.
+
+    Returns:
+        :class:`~agent.loss_output.LossOutput`: the 0-d fp32 ``-L^CLIP``; metrics ``loss/policy``,
+        ``ppo/approx_kl`` (the ``E[(r - 1) - log r]`` estimator), ``ppo/clipfrac`` (``|r - 1| > epsilon``).
+    """
+    m = mask.bool()
+    for name, x in (
+        ("new_log_probs", new_log_probs),
+        ("old_log_probs", old_log_probs),
+        ("advantages", advantages),
+    ):
+        if x.shape != m.shape:
+            raise ValueError(f"{name} must have the mask's shape {tuple(m.shape)}, got {tuple(x.shape)}")
+    logratio = new_log_probs.float() - old_log_probs.detach().float()
+    logratio = torch.where(m, logratio, torch.zeros_like(logratio))  # masked steps: ratio 1, no nan
+    ratio = logratio.exp()
+    adv = advantages.detach().float()
+    # -min(r A, clip(r) A) = max(-r A, -clip(r) A).
+    pg_loss = masked_mean(
+        torch.maximum(-adv * ratio, -adv * torch.clamp(ratio, 1.0 - clip_coef, 1.0 + clip_coef)), m
+    )
+    with torch.no_grad():
+        metrics = {
+            "loss/policy": pg_loss.detach(),
+            "ppo/approx_kl": masked_mean((ratio - 1.0) - logratio, m),
+            "ppo/clipfrac": masked_mean(((ratio - 1.0).abs() > clip_coef).float(), m),
+        }
+    return LossOutput(pg_loss, metrics)
 
 
 def ppo_loss(
@@ -28,14 +81,15 @@ def ppo_loss(
     old_values: torch.Tensor,
     returns: torch.Tensor,
     mask: torch.Tensor,
+    entropy: torch.Tensor,
+    *,
     clip_coef: float,
     clip_value: bool,
     vf_coef: float,
     ent_coef: float,
-    entropy: torch.Tensor,
     norm_adv: bool,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    r"""Clipped-surrogate PPO loss with value loss and entropy bonus (seed 000 §4).
+) -> LossOutput:
+    r"""PPO's loss: :func:`clipped_surrogate`, the value loss and the entropy bonus (seed 000 §4).
 
     .. math::
         r_t = \exp(\ell_{\theta,t} - \ell_{old,t}), \qquad
@@ -61,15 +115,15 @@ def ppo_loss(
         old_values: ``V`` recorded at rollout time (for value clipping).
         returns: critic targets ``R_t`` (e.g. GAE returns).
         mask: bool/0-1, 1 = real transition.
+        entropy: per-step policy entropy ``S(pi_theta(.|s_t))``.
         clip_coef: ``epsilon`` of the ratio clip (and of the value clip).
         clip_value: clip the value update as in CleanRL's ``clip_vloss``.
         vf_coef: ``c_1``.
         ent_coef: ``c_2``.
-        entropy: per-step policy entropy ``S(pi_theta(.|s_t))``.
         norm_adv: normalise advantages over the masked batch.
 
     Returns:
-        ``(loss, extras)``: 0-d fp32 loss; detached 0-d scalars ``"loss/policy"`` (``-L^CLIP``),
+        :class:`~agent.loss_output.LossOutput`: 0-d fp32 loss; metrics ``"loss/policy"`` (``-L^CLIP``),
         ``"loss/value"`` (``L^VF``, incl. the 0.5), ``"policy/entropy"``, ``"ppo/approx_kl"`` (the
         ``E[(r - 1) - log r]`` estimator), ``"ppo/clipfrac"`` (fraction with ``|r - 1| > epsilon``).
     """
@@ -87,22 +141,13 @@ def ppo_loss(
         if x.shape != shape:
             raise ValueError(f"{name} must have the mask's shape {tuple(shape)}, got {tuple(x.shape)}")
 
-    new_lp = new_log_probs.float()
-    logratio = new_lp - old_log_probs.detach().float()
-    logratio = torch.where(m, logratio, torch.zeros_like(logratio))  # masked steps: ratio 1, no nan
-    ratio = logratio.exp()
-
     adv = advantages.detach().float()
     if norm_adv:
         n = m.sum().float()
         mean = masked_mean(adv, m)
         var = masked_mean((adv - mean) ** 2, m) * n / (n - 1.0).clamp_min(1.0)  # unbiased, as torch.std
         adv = (adv - mean) / (var.sqrt() + 1e-8)
-
-    # Policy: -min(r A, clip(r) A) = max(-r A, -clip(r) A).
-    pg_loss1 = -adv * ratio
-    pg_loss2 = -adv * torch.clamp(ratio, 1.0 - clip_coef, 1.0 + clip_coef)
-    pg_loss = masked_mean(torch.maximum(pg_loss1, pg_loss2), m)
+    pg_loss, metrics = clipped_surrogate(new_log_probs, old_log_probs, adv, m, clip_coef=clip_coef)
 
     # Value.
     v_new = new_values.float()
@@ -119,14 +164,5 @@ def ppo_loss(
     entropy_mean = masked_mean(entropy.float(), m)
     loss = pg_loss - ent_coef * entropy_mean + vf_coef * v_loss
 
-    with torch.no_grad():
-        approx_kl = masked_mean((ratio - 1.0) - logratio, m)
-        clipfrac = masked_mean(((ratio - 1.0).abs() > clip_coef).float(), m)
-    extras = {
-        "loss/policy": pg_loss.detach(),
-        "loss/value": v_loss.detach(),
-        "policy/entropy": entropy_mean.detach(),
-        "ppo/approx_kl": approx_kl,
-        "ppo/clipfrac": clipfrac,
-    }
-    return loss, extras
+    metrics.update({"loss/value": v_loss.detach(), "policy/entropy": entropy_mean.detach()})
+    return LossOutput(loss, metrics)

@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 
 from agent.distributed import LOCAL, BatchAxis
+from agent.loss_output import Extras, LossOutput
 from agent.masked import masked_mean
 
 __all__ = [
@@ -63,8 +64,6 @@ __all__ = [
     "vmpo_loss",
     "vmpo_sample_loss",
 ]
-
-Extras = dict[str, torch.Tensor]
 
 
 def _as_fp32_scalar(x: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
@@ -293,15 +292,6 @@ class Penalty(NamedTuple):
 
     value: torch.Tensor | float  # the multiplier > 0 (``LagrangeMultiplier.value()``) or a float
     epsilon: float  # the bound of the constraint it enforces
-
-
-class LossOutput(NamedTuple):
-    """A loss and its diagnostics: ``loss`` is this rank's share (0-d fp32, carries the gradient);
-    ``metrics`` are detached 0-d fp32 tensors, named where they are computed (``loss/...``, ``vmpo/...``)
-    and logged verbatim. Unpacks as ``loss, metrics = ...``."""
-
-    loss: torch.Tensor
-    metrics: Extras
 
 
 def effective_sample_size(weights: torch.Tensor) -> torch.Tensor:

@@ -81,8 +81,8 @@ def ppo_update(pi, value, opt, s, a, r, old_logp, old_v) -> None:
             v = value(s[idx]).squeeze(-1)
             loss, _ = ppo_loss(
                 logp.gather(1, a[idx, None]).squeeze(1), old_logp[idx], (r - old_v)[idx], v, old_v[idx],
-                r[idx], torch.ones(len(idx), dtype=torch.bool), 0.1, False, 0.5, 0.01,
-                -(logp.exp() * logp).sum(-1), True,
+                r[idx], torch.ones(len(idx), dtype=torch.bool), -(logp.exp() * logp).sum(-1),
+                clip_coef=0.1, clip_value=False, vf_coef=0.5, ent_coef=0.01, norm_adv=True,
             )  # fmt: skip
             opt.zero_grad()
             loss.backward()

@@ -34,7 +34,8 @@ import math
 import torch
 
 from agent.distributed import LOCAL, BatchAxis
-from agent.ppo import ppo_loss
+from agent.loss_output import LossOutput
+from agent.ppo import clipped_surrogate
 from agent.vmpo import categorical_kl, effective_sample_size, policy_loss, trust_region_loss
 
 __all__ = [
@@ -201,8 +202,8 @@ def grpo_loss(
     advantages: torch.Tensor,
     mask: torch.Tensor,
     clip_eps: float,
-) -> tuple[torch.Tensor, Extras]:
-    r"""GRPO / PPO-seq clipped surrogate (seed 003 §4.8 eq. (14)) via :func:`agent.ppo.ppo_loss`.
+) -> LossOutput:
+    r"""GRPO / PPO-seq clipped surrogate (seed 003 §4.8 eq. (14)): :func:`agent.ppo.clipped_surrogate`.
 
     The sequence advantage ``A_i`` ``[B]`` is broadcast to every completion token; the ratio is per token
     ``pi_theta(y_t|.) / pi_old(y_t|.)``; the mean is over all completion tokens of the batch (token-level
@@ -218,9 +219,4 @@ def grpo_loss(
     if advantages.shape != mask.shape[:1]:
         raise ValueError(f"advantages must have shape {tuple(mask.shape[:1])}, got {tuple(advantages.shape)}")
     adv = advantages.detach().float().unsqueeze(-1).expand_as(token_log_probs)
-    zeros = torch.zeros_like(adv)
-    loss, extras = ppo_loss(
-        token_log_probs, old_token_log_probs, adv, zeros, zeros, zeros, mask,
-        clip_coef=clip_eps, clip_value=False, vf_coef=0.0, ent_coef=0.0, entropy=zeros, norm_adv=False,
-    )  # fmt: skip
-    return loss, {k: extras[k] for k in ("loss/policy", "ppo/approx_kl", "ppo/clipfrac")}
+    return clipped_surrogate(token_log_probs, old_token_log_probs, adv, mask, clip_coef=clip_eps)

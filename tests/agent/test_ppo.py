@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from agent.ppo import ppo_loss
+from agent.ppo import clipped_surrogate, ppo_loss
 
 CLIP = 0.2
 # Five real steps + one masked (reset) step holding finite garbage.
@@ -109,3 +109,24 @@ def test_shape_mismatch_names_the_argument() -> None:
     x["returns"] = x["returns"][:-1]
     with pytest.raises(ValueError, match="returns"):
         ppo_loss(**x, clip_coef=CLIP, clip_value=True, vf_coef=0.5, ent_coef=0.01, norm_adv=False)
+
+
+def test_clipped_surrogate_is_ppo_without_value_and_entropy() -> None:
+    """GRPO's surrogate (``clipped_surrogate``) is PPO's policy term: same loss, gradient and metrics."""
+    x = _inputs(False)
+    new_lp = x["new_log_probs"].detach().clone().requires_grad_(True)
+    ppo, ppo_metrics = ppo_loss(
+        **{**x, "new_log_probs": new_lp}, clip_coef=CLIP, clip_value=False, vf_coef=0.0, ent_coef=0.0,
+        norm_adv=False,
+    )  # fmt: skip
+    (grad_ppo,) = torch.autograd.grad(ppo, new_lp)
+    surrogate, metrics = clipped_surrogate(
+        new_lp, x["old_log_probs"], x["advantages"], x["mask"], clip_coef=CLIP
+    )
+    (grad_surrogate,) = torch.autograd.grad(surrogate, new_lp)
+    torch.testing.assert_close(surrogate, ppo)
+    torch.testing.assert_close(grad_surrogate, grad_ppo)
+    assert set(metrics) == {"loss/policy", "ppo/approx_kl", "ppo/clipfrac"}
+    for key, value in metrics.items():
+        torch.testing.assert_close(value, ppo_metrics[key], msg=key)
+    assert grad_surrogate[~x["mask"].bool()].eq(0).all()  # masked steps get no gradient
