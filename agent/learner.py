@@ -196,7 +196,7 @@ class VMPOLearner(Learner):
             logits[:T], target_logits, traj.action, advantages, traj.mask,
             temperature=Penalty(self.eta.value(), v_cfg.eps_eta),
             trust_region=Penalty(self.alpha.value(), v_cfg.eps_alpha),
-            topk_fraction=v_cfg.topk_fraction, axis=axis,
+            topk_fraction=v_cfg.topk_fraction, ent_coef=v_cfg.ent_coef, axis=axis,
         )  # fmt: skip
         loss = value_loss + policy_loss
         metrics = {k: float(x) for k, x in extras.items()}

@@ -402,6 +402,7 @@ def vmpo_loss(
     temperature: Penalty,
     trust_region: Penalty,
     topk_fraction: float,
+    ent_coef: float = 0.0,
     axis: BatchAxis = LOCAL,
 ) -> LossOutput:
     """V-MPO's policy side for discrete actions (Song et al. 2019, §3; seed 000 §5): the per-step
@@ -419,6 +420,10 @@ def vmpo_loss(
         temperature: ``Penalty(eta, eps_eta)``, the E-step temperature and its KL bound.
         trust_region: ``Penalty(alpha, eps_alpha)``, the M-step KL multiplier and its bound.
         topk_fraction: fraction ``rho`` of valid samples kept by the E-step (paper: 0.5).
+        ent_coef: weight ``c`` of an entropy bonus ``- c * mean_mask H(pi_theta)`` added to the loss
+            (0: the paper's V-MPO, which has none). Weighted maximum likelihood on a few hundred selected
+            samples, refitted for several epochs, sharpens the policy even when the advantages carry no
+            signal; the bonus is PPO's counterweight (Schulman et al. 2017, eq. 9).
 
     Returns:
         :class:`LossOutput` with :func:`vmpo_sample_loss`'s metrics and ``policy/entropy`` (mean over
@@ -435,7 +440,9 @@ def vmpo_loss(
         log_probs, advantages, mask, temperature=temperature, topk_fraction=topk_fraction,
         kl=categorical_kl(target_logits, logits), trust_region=trust_region, axis=axis,
     )  # fmt: skip
-    with torch.no_grad():
-        entropy = -(log_pi.exp() * log_pi).nan_to_num().sum(-1)  # 0 log 0 = 0 for -inf logits
-        metrics["policy/entropy"] = axis.sum(axis.mean_share(entropy, mask))
+    entropy = -(log_pi.exp() * log_pi).nan_to_num().sum(-1)  # [T, B]; 0 log 0 = 0 for -inf logits
+    entropy_share = axis.mean_share(entropy, mask)  # this rank's share of the global masked mean
+    if ent_coef > 0:
+        loss = loss - ent_coef * entropy_share
+    metrics["policy/entropy"] = axis.sum(entropy_share.detach())
     return LossOutput(loss, metrics)

@@ -166,6 +166,10 @@ class VMPOConfig:
     # Critic targets and advantages: 0 = the paper's n-step targets (algo.n_step); > 0 = TD(lambda)
     # returns G^lambda and A = G^lambda - V (= GAE(lambda), Schulman et al. 2016), as PPO's.
     gae_lambda: float = 0.0
+    # Entropy bonus weight c: the policy loss gets - c * mean H(pi) (0: the paper's V-MPO, which has
+    # none; PPO's c_2 of Schulman et al. 2017, eq. 9, as a counterweight to the sharpening of weighted
+    # maximum likelihood refitted over several epochs).
+    ent_coef: float = 0.0
 
     def __post_init__(self) -> None:
         check_range("algo.vmpo.topk_fraction", self.topk_fraction, 0.0, 1.0, low_inclusive=False)
@@ -180,6 +184,7 @@ class VMPOConfig:
         check_range("algo.vmpo.update_epochs", self.update_epochs, 1)
         check_range("algo.vmpo.num_minibatches", self.num_minibatches, 1)
         check_range("algo.vmpo.gae_lambda", self.gae_lambda, 0.0, 1.0)
+        check_range("algo.vmpo.ent_coef", self.ent_coef, 0.0)
 
 
 @dataclass

@@ -283,6 +283,34 @@ def test_vmpo_loss_composes_the_parts() -> None:
     assert logits.grad[2, 1].abs().sum() == 0.0 and logits.grad[4, 3].abs().sum() == 0.0  # reset steps
 
 
+def test_vmpo_loss_entropy_bonus_adds_minus_c_times_masked_entropy() -> None:
+    """``ent_coef=c`` subtracts ``c * mean_mask H(pi)``: loss and gradient are those of the paper's loss
+    plus that term, and ``policy/entropy`` is the same masked mean either way."""
+    logits, target, actions, adv, mask = _batch(seed=3)
+    c = 0.05
+
+    def loss_and_grad(ent_coef: float) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        x = logits.detach().clone().requires_grad_(True)
+        loss, extras = vmpo_loss(
+            x, target, actions, adv, mask, temperature=Penalty(0.8, 0.02), trust_region=Penalty(4.0, 0.01),
+            topk_fraction=0.5, ent_coef=ent_coef,
+        )  # fmt: skip
+        (grad,) = torch.autograd.grad(loss, x)
+        return loss.detach(), grad, extras
+
+    base, base_grad, base_extras = loss_and_grad(0.0)
+    bonus, bonus_grad, bonus_extras = loss_and_grad(c)
+    x = logits.detach().clone().requires_grad_(True)
+    log_p = torch.log_softmax(x, -1)
+    entropy = -(log_p.exp() * log_p).sum(-1)[mask.bool()].mean()
+    (entropy_grad,) = torch.autograd.grad(entropy, x)
+    torch.testing.assert_close(bonus, base - c * entropy.detach())
+    torch.testing.assert_close(bonus_grad, base_grad - c * entropy_grad)
+    torch.testing.assert_close(bonus_extras["policy/entropy"], base_extras["policy/entropy"])
+    torch.testing.assert_close(bonus_extras["policy/entropy"], entropy.detach())
+    assert bonus_grad[~mask.bool()].eq(0).all()  # reset steps still get no gradient
+
+
 def test_vmpo_loss_bf16_inputs_give_fp32_and_finite_grads() -> None:
     logits, target, actions, adv, mask = _batch(seed=1)
     logits = logits.bfloat16().requires_grad_(True)
