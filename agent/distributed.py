@@ -4,8 +4,9 @@ Each rank runs its own shard of the envs (``env.num_envs / world`` slots, distin
 and a replica of the learner; the learner's gradients are all-reduced by ``DistributedDataParallel``.
 
 V-MPO's E-step is not a per-sample loss: the top-k set, the softmax weights ``psi`` and the temperature
-dual's log-sum-exp are taken over the *whole* batch (seed 000 §5, §6). A :class:`BatchAxis` describes the
-env axis of a ``[T, B]`` batch split over ranks, and the loss functions of ``agent.vmpo`` take it:
+dual's log-sum-exp are taken over the *whole* batch (Song et al. 2019, eqs. 3-4). A :class:`BatchAxis`
+describes the env axis of a ``[T, B]`` batch split over ranks, and the loss functions of ``agent.vmpo``
+take it:
 
 * ``gather`` builds the global ``[T, W*B]`` advantages and masks (fixed shapes, rank order), so every rank
   computes the same top-k set, the same ``psi`` and the same ``L_eta``;

@@ -1,15 +1,16 @@
 """Positive Lagrange multipliers (the V-MPO duals eta and alpha).
 
-V-MPO learns two dual variables by gradient descent on their dual losses (seed 000 §5):
+V-MPO learns two dual variables by gradient descent on their dual losses (Song et al. 2019, eqs. 4-5):
 the E-step temperature ``eta`` (constraint ``KL(psi || p_old) < eps_eta``) and the M-step trust-region
 multiplier ``alpha`` (constraint ``E_s KL(pi_old || pi_theta) < eps_alpha``). Both must stay strictly
 positive. Two parameterisations are offered:
 
-* ``"softplus"`` (seed 000 §6 "Positive Parameterisation of the Temperature"):
+* ``"softplus"`` (not in the V-MPO paper; acme's MPO losses, ``acme/jax/losses/mpo.py``, do the same):
   ``value = softplus(xi) + eps_min`` with ``xi`` an unconstrained free parameter; gradients reach ``xi``
   by the chain rule ``dL/dxi = dL/dvalue * sigmoid(xi)``. ``project_()`` is a no-op.
-* ``"projected"`` (the V-MPO paper, Song et al. 2019): the parameter *is* the value; call ``project_()``
-  after every optimiser step to clamp it back to ``>= eps_min``.
+* ``"projected"`` (Song et al. 2019, section "M-step", after eq. 15: ``eta`` and ``alpha`` are projected
+  to ``eta_min = alpha_min = 1e-8`` after each gradient update): the parameter *is* the value; call
+  ``project_()`` after every optimiser step to clamp it back to ``>= eps_min``.
 
 The parameter and ``value()`` are fp32 always, also after ``module.to(torch.bfloat16)``.
 """
@@ -40,7 +41,7 @@ class LagrangeMultiplier(nn.Module):
 
     Args:
         init_value: ``value()`` at construction; must be ``> eps_min``.
-        mode: ``"softplus"`` (seed 000 §6) or ``"projected"`` (V-MPO paper); see the module docstring.
+        mode: ``"softplus"`` (acme's MPO) or ``"projected"`` (V-MPO paper); see the module docstring.
         eps_min: lower bound of ``value()``; the ``epsilon`` of ``eta(xi) = softplus(xi) + epsilon``.
 
     Usage::

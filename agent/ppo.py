@@ -1,6 +1,7 @@
-r"""PPO loss as a pure function of tensors (Schulman et al. 2017; seed 000 §4; CleanRL ``ppo_atari_envpool``).
+r"""PPO loss as a pure function of tensors (Schulman et al. 2017, "Proximal Policy Optimization
+Algorithms"; CleanRL ``ppo_atari_envpool``).
 
-Full objective to minimise (seed 000 §4 "Full Objective"):
+Full objective to minimise, the negative of ``L^{CLIP+VF+S}`` (Schulman et al. 2017, eq. 9):
 
 .. math::
     \mathcal{L}(\theta, \phi) = -L^{CLIP}(\theta) + c_1 L^{VF}(\phi) - c_2 \mathbb{E}_t[S_t].
@@ -89,7 +90,8 @@ def ppo_loss(
     ent_coef: float,
     norm_adv: bool,
 ) -> LossOutput:
-    r"""PPO's loss: :func:`clipped_surrogate`, the value loss and the entropy bonus (seed 000 §4).
+    r"""PPO's loss: :func:`clipped_surrogate`, the value loss and the entropy bonus (Schulman et al. 2017,
+    eq. 9).
 
     .. math::
         r_t = \exp(\ell_{\theta,t} - \ell_{old,t}), \qquad
@@ -101,7 +103,8 @@ def ppo_loss(
         \text{loss} = -L^{CLIP} + c_1 L^{VF} - c_2 \mathbb{E}_t[S_t].
 
     ``norm_adv``: :math:`\hat A = (A - \mu_A) / (\sigma_A + 10^{-8})` with mean and unbiased std over the
-    masked batch (seed 000 §4 "Advantages are then batch-normalised"); otherwise :math:`\hat A = A`.
+    masked batch (not in the paper: OpenAI Baselines' PPO2 and CleanRL normalise each minibatch);
+    otherwise :math:`\hat A = A`.
 
     All per-step tensors share one shape (``[T, B]`` or a flat minibatch ``[M]``); every expectation is a
     mean over ``mask``. ``old_log_probs``, ``advantages``, ``old_values`` and ``returns`` are detached

@@ -53,9 +53,11 @@ def n_step_returns(
     discount: float,
     n: int,
 ) -> torch.Tensor:
-    r"""n-step bootstrapped returns for the V-MPO critic (seed 000 §5 "Policy Evaluation").
+    r"""n-step bootstrapped returns for the V-MPO critic (Song et al. 2019, section "Policy evaluation").
 
-    The seed's target is :math:`G_t^{(n)} = \sum_{k=t}^{t+n-1} \gamma^{k-t} r_k + \gamma^n V(s_{t+n})`.
+    The target of the value loss (their eq. 6) is the standard n-step return
+    :math:`G_t^{(n)} = \sum_{k=t}^{t+n-1} \gamma^{k-t} r_k + \gamma^n V(s_{t+n})`; in the paper every step
+    ``l`` of an unroll of length ``n`` bootstraps from the unroll's end, which ``n >= T`` gives here.
     With episode boundaries and a finite unroll it becomes
 
     .. math::
@@ -116,7 +118,8 @@ def gae(
     discount: float,
     lam: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""Generalised Advantage Estimation (seed 000 §4 "Generalised Advantage Estimation (GAE)").
+    r"""Generalised Advantage Estimation (Schulman et al. 2016, eq. 16; truncated to the unroll as in
+    Schulman et al. 2017, eqs. 11-12).
 
     .. math::
         \delta_t = r_t + \gamma (1 - \mathrm{term}_t) V_{t+1} - V_t, \qquad

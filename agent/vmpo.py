@@ -1,6 +1,7 @@
-r"""V-MPO losses as pure functions of tensors (Song et al. 2019; seed 000 §5, §6; seed 002 §3).
+r"""V-MPO losses as pure functions of tensors (Song et al. 2019, "V-MPO: On-Policy Maximum a Posteriori
+Policy Optimization for Discrete and Continuous Control"; equation numbers as in the paper).
 
-The V-MPO objective (seed 000 §5) is
+The V-MPO objective (Song et al. 2019, eqs. 1-2) is
 
 .. math::
     \mathcal{L}(\phi, \theta, \eta, \alpha) = \mathcal{L}_V(\phi)
@@ -11,11 +12,11 @@ This module provides the three V-MPO terms; the value loss :math:`\mathcal{L}_V`
 :func:`agent.returns.n_step_returns`) belongs to the learner.
 
 * E-step (non-parametric policy): keep the top-k advantages ``S`` (:func:`topk_mask`), weight them by
-  ``psi_i = softmax_S(A_i / eta)`` (:func:`e_step_weights`), and fit ``eta`` with the dual
-  ``L_eta = eta * eps_eta + eta * log(mean_S exp(A / eta))`` (:func:`temperature_loss`).
+  ``psi_i = softmax_S(A_i / eta)`` (:func:`e_step_weights`, eq. 3), and fit ``eta`` with the dual
+  ``L_eta = eta * eps_eta + eta * log(mean_S exp(A / eta))`` (:func:`temperature_loss`, eq. 4).
 * M-step (parametric projection): weighted maximum likelihood ``L_pi = -sum psi log pi(a|s)``
-  (:func:`policy_loss`) under a KL trust region to the old (target) policy with dual ``alpha``
-  (:func:`categorical_kl`, :func:`trust_region_loss`).
+  (:func:`policy_loss`, eq. 3) under a KL trust region to the old (target) policy with dual ``alpha``
+  (:func:`categorical_kl`, :func:`trust_region_loss`, eq. 5).
 
 Conventions:
 
@@ -74,7 +75,8 @@ def _as_fp32_scalar(x: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor
 
 
 def topk_mask(advantages: torch.Tensor, valid: torch.Tensor, fraction: float) -> torch.Tensor:
-    """Top-k selection of the E-step (seed 000 §6 "Top-k Selection"; V-MPO paper §3.1).
+    """Top-k selection of the E-step (Song et al. 2019, section "E-step", "Top-k advantages": the samples
+    with the highest 50% of advantages form the set ``D~`` of eqs. 3-4).
 
     Selects the ``k = max(1, floor(fraction * n_valid))`` largest advantages among the valid entries
     (``k = 0`` only when ``n_valid = 0``). Since ``eta > 0``, ranking ``A / sg[eta]`` equals ranking ``A``,
@@ -109,14 +111,14 @@ def topk_mask(advantages: torch.Tensor, valid: torch.Tensor, fraction: float) ->
 def e_step_weights(
     advantages: torch.Tensor, selected: torch.Tensor, eta: torch.Tensor | float
 ) -> torch.Tensor:
-    r"""Non-parametric E-step weights (seed 000 §5 "E-Step"; seed 000 §6 eq. (4)).
+    r"""Non-parametric E-step weights (Song et al. 2019, eq. 3, derived in section "E-step", eqs. 9-10).
 
     .. math::
         \psi_i = \frac{\exp(A_i / \eta)}{\sum_{j \in S} \exp(A_j / \eta)} \; (i \in S), \qquad
         \psi_i = 0 \; (i \notin S),
 
-    the seed's ``psi(s,a) ∝ p_old(s,a) exp(A/eta)`` with ``p_old`` the empirical (uniform) distribution of
-    the selected samples. Computed as ``exp(log_softmax)`` (max-subtracted, no overflow for any ``A/eta``).
+    i.e. eqs. 9-10's ``psi(s,a) ∝ p_old(s,a) exp(A/eta)`` with ``p_old`` the empirical (uniform) distribution
+    of the selected samples. Computed as ``exp(log_softmax)`` (max-subtracted, no overflow for any ``A/eta``).
     Stop-gradient on both ``advantages`` and ``eta``: psi is a fixed target for the M-step.
 
     Args:
@@ -143,7 +145,7 @@ def temperature_loss(
     selected: torch.Tensor,
     eps_eta: float,
 ) -> tuple[torch.Tensor, Extras]:
-    r"""Temperature dual ``L_eta`` (seed 000 §5 "The temperature dual"; §6 "Numerically Stable Log-Sum-Exp").
+    r"""Temperature dual ``L_eta`` (Song et al. 2019, eq. 4; derived in their appendix A), max-shifted.
 
     .. math::
         \mathcal{L}_\eta(\eta) = \eta\,\epsilon_\eta
@@ -156,9 +158,9 @@ def temperature_loss(
     (e.g. 1e3, where it tends to ``eps_eta * eta + max_S A + eta * log(#argmax / k)``) and its gradient
     is exact there too (no difference of two terms of size ``|A|/eta``).
 
-    Its derivative is ``dL/deta = eps_eta - KL(psi || U_S)`` with ``U_S`` uniform on ``S`` (seed 000 §6:
-    ``eps_eta + g(eta) - E_psi[A]/eta``): ``eta`` falls while the E-step KL is below ``eps_eta`` (sharper
-    weights) and rises when it exceeds it.
+    Its derivative is ``dL/deta = eps_eta - KL(psi || U_S)`` with ``U_S`` uniform on ``S`` (differentiate
+    eq. 4: ``eps_eta + log mean_S exp(A/eta) - E_psi[A]/eta``): ``eta`` falls while the E-step KL is below
+    ``eps_eta`` (sharper weights) and rises when it exceeds it.
 
     Args:
         eta: temperature ``eta > 0``, a 0-d tensor carrying the gradient (or a float: no gradient).
@@ -200,7 +202,7 @@ def temperature_loss(
 
 
 def policy_loss(log_probs: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
-    """M-step weighted maximum likelihood (seed 000 §5 "M-Step"): ``L_pi = -sum_i psi_i log pi(a_i|s_i)``.
+    """M-step weighted maximum likelihood ``L_pi = -sum_i psi_i log pi(a_i|s_i)`` (Song et al. 2019, eq. 3).
 
     Args:
         log_probs: ``[N]`` ``log pi_theta(a|s)`` of the taken actions (carries the gradient).
@@ -243,7 +245,8 @@ def trust_region_loss(
     eps_alpha: float,
     axis: BatchAxis = LOCAL,
 ) -> tuple[torch.Tensor, Extras]:
-    r"""M-step KL trust region with Lagrange multiplier ``alpha`` (seed 000 §5 eq. (1); seed 002 §3 eq. (2)).
+    r"""M-step KL trust region with Lagrange multiplier ``alpha`` (Song et al. 2019, eq. 5; section "M-step",
+    eqs. 13-15).
 
     .. math::
         \mathcal{L}_\alpha(\theta, \alpha) = \alpha\,(\epsilon_\alpha - \mathrm{sg}[\overline{KL}])
@@ -287,8 +290,8 @@ def trust_region_loss(
 
 
 class Penalty(NamedTuple):
-    """A Lagrange multiplier together with the bound of its constraint (seed 000 §5: ``eta`` with
-    ``epsilon_eta``, ``alpha`` with ``epsilon_alpha``), so that the two can never be swapped apart."""
+    """A Lagrange multiplier together with the bound of its constraint (Song et al. 2019, eqs. 4-5: ``eta``
+    with ``epsilon_eta``, ``alpha`` with ``epsilon_alpha``), so that the two can never be swapped apart."""
 
     value: torch.Tensor | float  # the multiplier > 0 (``LagrangeMultiplier.value()``) or a float
     epsilon: float  # the bound of the constraint it enforces
@@ -344,7 +347,7 @@ def vmpo_sample_loss(
     axis: BatchAxis = LOCAL,
 ) -> LossOutput:
     r"""V-MPO's policy side ``L_pi + L_eta (+ L_alpha)`` on the log-probabilities of taken samples
-    (Song et al. 2019, §3.1-3.3; seed 000 §5, §6), for control and language models alike.
+    (Song et al. 2019, eqs. 2-5), for control and language models alike.
 
     A sample is whatever the E-step weighs: one step ``(s_t, a_t)`` of an Atari unroll (``[T, B]``) or one
     whole completion ``y_i`` of a prompt (``[B]``, ``log pi(y|x)`` summed over its tokens):
@@ -405,7 +408,7 @@ def vmpo_loss(
     ent_coef: float = 0.0,
     axis: BatchAxis = LOCAL,
 ) -> LossOutput:
-    """V-MPO's policy side for discrete actions (Song et al. 2019, §3; seed 000 §5): the per-step
+    """V-MPO's policy side for discrete actions (Song et al. 2019, eqs. 2-5): the per-step
     log-probabilities of the taken actions and ``KL(pi_old || pi_theta)`` per state, through
     :func:`vmpo_sample_loss`, plus the policy entropy for logging.
 

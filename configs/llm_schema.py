@@ -1,7 +1,8 @@
 """Typed configuration of the sequence-level adapter (``python -m llm.train``); see docs/llm.md.
 
 Loaded with ``configs.load_config(preset, overrides, schema=LLMConfig)``; presets are ``configs/llm_*.yaml``.
-Sources: V-MPO = Song et al. 2019 / seed 000 §5-6; DAR = He et al. 2025 / seed 000 §7; GRPO = seed 003 §4.8.
+Sources: V-MPO = Song et al. 2019 (eqs. 3-5, per completion); DAR = He et al. 2025; AWR = Peng et al. 2019;
+GRPO = Shao et al. 2024 (section 4.1), Dr. GRPO = Liu et al. 2025.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class LLMModelConfig:
     name: str = "tiny"
     gguf_file: str = ""  # for an HF path holding a GGUF file
     chat_template: bool = False  # render the task's question as a chat user turn (instruct models)
-    dropout: float = 0.0  # every dropout probability of the model (seed 000 §9)
+    dropout: float = 0.0  # every dropout probability of the model (Srivastava et al. 2014)
     tiny_d_model: int = 64
     tiny_layers: int = 2
     tiny_heads: int = 4
@@ -84,7 +85,7 @@ class LLMSampleConfig:
 
 @dataclass
 class SeqVMPOConfig:
-    """Sequence-level V-MPO (seed 000 §6)."""
+    """Sequence-level V-MPO: Song et al. 2019, eqs. 3-5, with a whole completion as the sample."""
 
     topk_fraction: float = 0.5  # rho: k = max(1, floor(rho N))
     eps_eta: float = 0.1  # E-step KL bound
@@ -104,7 +105,7 @@ class SeqVMPOConfig:
 
 @dataclass
 class DARConfig:
-    """Direct Advantage Regression (seed 000 §7): target pi_ref^(alpha/t) pi_t^(beta/t) exp(A/t)."""
+    """Direct Advantage Regression (He et al. 2025): target pi_ref^(alpha/t) pi_t^(beta/t) exp(A/t)."""
 
     alpha: float = 0.05  # reference-KL coefficient
     beta: float = 0.45  # sampling-policy KL coefficient; t = alpha + beta
@@ -119,7 +120,7 @@ class DARConfig:
 
 @dataclass
 class AWRConfig:
-    """Advantage-weighted regression (seed 000 §7): w = min(exp(A / beta), weight_clip)."""
+    """Advantage-weighted regression (Peng et al. 2019, section 3): w = min(exp(A / beta), weight_clip)."""
 
     beta: float = 0.5
     weight_clip: float = 20.0
@@ -131,7 +132,7 @@ class AWRConfig:
 
 @dataclass
 class GRPOConfig:
-    """GRPO / PPO-seq baseline (seed 003 §4.8) with agent.ppo.ppo_loss."""
+    """GRPO / PPO-seq baseline (Shao et al. 2024, section 4.1.1, eq. 3) with agent.ppo.ppo_loss."""
 
     clip_eps: float = 0.2
     kl_coef: float = 0.0  # fixed beta on mean token KL(pi_ref || pi_theta); 0 = no reference (TRL default)
@@ -151,7 +152,9 @@ class LLMAlgoConfig:
     value_lr: float = 1e-2
     update_epochs: int = 1  # gradient steps per sampled batch
     max_grad_norm: float = 1.0
-    mstep_dropout: bool = False  # model.train() (dropout on) in the M-step forward (seed 000 §9)
+    # model.train() (dropout on) in the M-step forward: weighted maximum likelihood has no probability
+    # ratio for dropout's noise to corrupt, unlike PPO's and GRPO's clipped ratio
+    mstep_dropout: bool = False
     ref_update_period: int = 0  # refresh pi_ref to the policy every this many updates; 0 = keep the SFT model
     vmpo: SeqVMPOConfig = field(default_factory=SeqVMPOConfig)
     dar: DARConfig = field(default_factory=DARConfig)
@@ -171,7 +174,7 @@ class LLMAlgoConfig:
 @dataclass
 class LLMTrainConfig:
     iterations: int = 100  # RL updates (one sampled batch each)
-    sft_steps: int = 0  # SFT warm-start steps on reference answers before RL (seed 000 §6)
+    sft_steps: int = 0  # SFT warm-start steps on reference answers before RL (llm.losses.sft_loss)
     sft_lr: float = 3e-3
     sft_batch: int = 64
     eval_interval: int = 25  # RL updates between held-out evaluations

@@ -4,7 +4,8 @@ YAML presets in ``configs/*.yaml`` and ``key=value`` command-line overrides are 
 defaults by :func:`configs.load_config`; every value is validated here (``__post_init__``) so that a
 bad value fails before anything starts, with a one-line message naming the key and the accepted values.
 
-Sources: V-MPO = Song et al. 2019 (seed 000 section 5); GTrXL = Parisotto et al. 2019 (seed 000 section 8).
+Sources: V-MPO = Song et al. 2019 (section "Method" and the appendix's hyperparameter tables); GTrXL =
+Parisotto et al. 2019 (section 3 "Gated Transformer Architectures", appendix C).
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ INITS = ("torch", "orthogonal")  # networks/init.py
 
 @dataclass
 class NetConfig:
-    """Network: torso -> core -> policy/value heads (seed 000 section 8, GTrXL paper)."""
+    """Network: torso -> core -> policy/value heads (Song et al. 2019, appendix; Parisotto et al. 2019)."""
 
     torso: str = "auto"  # auto: impala for 84x84 images, grid for small images, mlp for vectors; nature: DQN
     torso_out: int = 256  # dense layer after the torso
@@ -148,7 +149,7 @@ DUAL_PARAMS = ("softplus", "projected")
 
 @dataclass
 class VMPOConfig:
-    """V-MPO hyperparameters (Song et al. 2019, Table / seed 000 section 5)."""
+    """V-MPO hyperparameters (Song et al. 2019, section "Method" and the appendix's hyperparameter tables)."""
 
     topk_fraction: float = 0.5  # E-step keeps the top 50% of advantages
     eps_eta: float = 0.02  # KL bound of the non-parametric E-step (Atari 0.02, DMLab 0.1)
@@ -189,7 +190,7 @@ class VMPOConfig:
 
 @dataclass
 class PPOConfig:
-    """PPO baseline (Schulman et al. 2017; seed 000 section 4, CleanRL defaults)."""
+    """PPO baseline (Schulman et al. 2017, section 5 "Algorithm"; CleanRL defaults)."""
 
     gae_lambda: float = 0.95
     clip_coef: float = 0.1

@@ -1,9 +1,11 @@
-r"""Sequence-level advantages ``A(x, y)`` (seed 000 §6 "Sequence-Level V-MPO"; seed 003 §4.8 eq. (13)).
+r"""Sequence-level advantages ``A(x, y)``: one scalar per completion, the sample of the V-MPO E-step.
 
-* ``value``: ``A = r - V(x)`` with a value head on the prompt (seed 000 §6, §7 "AWR").
-* ``group_mean``: ``A = r - mean_{g} r_g`` over the ``N`` completions of the same prompt (GRPO's
-  baseline in the Dr. GRPO form of seed 003 §4.8, eq. (13)); optionally divided by the group's std
-  (the original GRPO normalisation).
+* ``value``: ``A = r - V(x)`` with a value head on the prompt (a state-value baseline, as V-MPO's
+  ``A = G - V(s)``, Song et al. 2019, section "Policy evaluation", and AWR's, Peng et al. 2019).
+* ``group_mean``: ``A = r - mean_{g} r_g`` over the ``N`` completions of the same prompt (GRPO's group
+  baseline without its std division, the Dr. GRPO form of Liu et al. 2025, "Understanding R1-Zero-Like
+  Training"); optionally divided by the group's std (GRPO's outcome-supervision normalisation, Shao et
+  al. 2024, section 4.1.2).
 """
 
 from __future__ import annotations

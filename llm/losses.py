@@ -2,22 +2,26 @@ r"""Sequence-level losses as pure functions; V-MPO itself is :func:`agent.vmpo.v
 function the Atari learner calls, fed per-completion log-probs (:func:`sequence_log_probs`) and the
 per-token KL to the reference (:func:`token_kl`).
 
-Every method shares one M-step form, the weighted teacher-forced NLL of whole completions
-(seed 000 §6 eq. (5)): ``L_pi = -sum_i w_i log pi_theta(y_i | x_i)`` with ``log pi(y|x) = sum_t
-log pi(y_t | y_<t, x)`` (seed 000 §6 "Token-Level Form") and weights ``w`` detached. They differ only
-in ``w``:
+Every method shares one M-step form, the weighted teacher-forced NLL of whole completions (V-MPO's
+weighted maximum likelihood, Song et al. 2019, eq. 3, with a completion as the sample):
+``L_pi = -sum_i w_i log pi_theta(y_i | x_i)`` with ``log pi(y|x) = sum_t log pi(y_t | y_<t, x)`` (the
+chain rule over the completion's tokens) and weights ``w`` detached. They differ only in ``w``:
 
-* SFT (seed 000 §6 "E-step / M-step for SFT"): ``w_i = 1 / B`` on the reference answers.
-* V-MPO (seed 000 §6 "Sequence-Level V-MPO at LLM Scale", eqs. (4)-(5)): ``w = psi = softmax_S(A / eta)``
-  on the top-k set ``S``, ``eta`` fitted by the log-sum-exp dual; optional KL trust region to a reference
-  with dual ``alpha`` (:func:`agent.vmpo.vmpo_sample_loss`).
-* DAR (seed 000 §7 eq. (7) and the final objective): ``w_i = (pi_ref / pi_t)^(alpha/t) exp(A_i / t)``,
-  ``t = alpha + beta``, clipped at ``weight_clip``, averaged over the batch.
-* AWR (seed 000 §7 "Advantage Weighted Regression"; Peng et al. 2019): ``w_i = min(exp(A_i / beta),
-  weight_clip)``, averaged over the batch.
+* SFT, read as EM with the E-step ``q(y'|x) = delta(y' = y)`` on the demonstrations: ``w_i = 1 / B`` on
+  the reference answers.
+* V-MPO (Song et al. 2019, eqs. 3-5, per completion): ``w = psi = softmax_S(A / eta)`` on the top-k set
+  ``S``, ``eta`` fitted by the log-sum-exp dual; optional KL trust region to a reference with dual
+  ``alpha`` (:func:`agent.vmpo.vmpo_sample_loss`).
+* DAR (He et al. 2025, "Direct Advantage Regression": the closed-form optimum of their objective with a
+  KL to ``pi_ref`` and one to the sampling policy ``pi_t``, fitted by weighted regression on samples of
+  ``pi_t``): ``w_i = (pi_ref / pi_t)^(alpha/t) exp(A_i / t)``, ``t = alpha + beta``, clipped at
+  ``weight_clip``, averaged over the batch.
+* AWR (Peng et al. 2019, section 3): ``w_i = min(exp(A_i / beta), weight_clip)``, averaged over the
+  batch.
 
-GRPO / PPO-seq (seed 003 §4.6-4.8 eq. (14)) is the ratio-based baseline: :func:`agent.ppo.ppo_loss`
-with the sequence advantage broadcast to every completion token.
+GRPO / PPO-seq (Shao et al. 2024, section 4.1.1, eq. 3; the clipped ratio of Schulman et al. 2017,
+eq. 7) is the ratio-based baseline: :func:`agent.ppo.ppo_loss` with the sequence advantage broadcast to
+every completion token.
 
 Shapes: ``B`` sequences, ``T`` completion tokens. Returns ``(loss, extras)`` with detached 0-d extras.
 
@@ -67,8 +71,9 @@ def _check_batch(seq_log_probs: torch.Tensor, **others: torch.Tensor) -> None:
 
 
 def sft_loss(seq_log_probs: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, Extras]:
-    """SFT as the EM special case (seed 000 §6 eqs. (2)-(3)): ``q = delta(tau = y)``, weight ``1/B`` each,
-    through the same :func:`agent.vmpo.policy_loss` M-step. ``seq_log_probs`` ``[B]`` of the references."""
+    """SFT as the EM special case (E-step ``q = delta(tau = y)``, M-step maximum likelihood): weight ``1/B``
+    each, through the same :func:`agent.vmpo.policy_loss` M-step. ``seq_log_probs`` ``[B]`` of the
+    references."""
     _check_batch(seq_log_probs, valid=valid)
     v = valid.bool()
     psi = v.float() / v.sum().clamp_min(1).float()
@@ -98,7 +103,8 @@ def reference_kl_loss(
     eps_alpha: float,
     axis: BatchAxis = LOCAL,
 ) -> tuple[torch.Tensor, Extras]:
-    r"""KL to a reference policy with multiplier ``alpha`` (seed 000 §5 eq. (1)), per token:
+    r"""KL to a reference policy with multiplier ``alpha`` (the form of V-MPO's ``L_alpha``, Song et al. 2019,
+    eq. 5), per token:
     ``alpha (eps_alpha - sg[KL]) + sg[alpha] KL``, ``KL = mean_{mask}`` of :func:`token_kl`, through
     :func:`agent.vmpo.trust_region_loss`. GRPO's penalty is this with a fixed float ``alpha`` and
     ``eps_alpha = 0``; V-MPO's trust region goes through :func:`agent.vmpo.vmpo_sample_loss` instead.
@@ -130,14 +136,15 @@ def dar_weights(
     beta: float,
     weight_clip: float,
 ) -> torch.Tensor:
-    r"""DAR importance weights (seed 000 §7, last equation of "Direct Advantage Regression"):
+    r"""DAR importance weights (He et al. 2025, the weighted-regression objective on samples of ``pi_t``):
 
     .. math::
         w_i = \min\Big(\big(\tfrac{\pi_{ref}(y_i|x_i)}{\pi_t(y_i|x_i)}\big)^{\alpha/t}
               \exp\big(\tfrac{A_i}{t}\big),\ w_{max}\Big), \qquad t = \alpha + \beta,
 
-    i.e. the closed-form target ``pi_ref^(alpha/t) pi_t^(beta/t) exp(A/t)`` (eq. (7)) divided by the
-    sampling policy ``pi_t``. Clipping is done in log space (no overflow). All inputs detached; ``[B]``.
+    i.e. the closed-form target ``pi_ref^(alpha/t) pi_t^(beta/t) exp(A/t)`` (their optimal policy, up to
+    its normaliser) divided by the sampling policy ``pi_t``. Clipping is done in log space (no overflow).
+    All inputs detached; ``[B]``.
     """
     if alpha < 0 or beta < 0 or alpha + beta <= 0 or weight_clip <= 0:
         raise ValueError(
@@ -161,7 +168,7 @@ def dar_loss(
     weight_clip: float,
     axis: BatchAxis = LOCAL,
 ) -> tuple[torch.Tensor, Extras]:
-    """DAR M-step ``-mean_valid w_i log pi_theta(y_i|x_i)`` with :func:`dar_weights` (seed 000 §7)."""
+    """DAR M-step ``-mean_valid w_i log pi_theta(y_i|x_i)`` with :func:`dar_weights` (He et al. 2025)."""
     _check_batch(
         seq_log_probs, advantages=advantages, ref_seq_log_probs=ref_seq_log_probs,
         old_seq_log_probs=old_seq_log_probs, valid=valid,
@@ -183,7 +190,7 @@ def awr_loss(
     weight_clip: float,
     axis: BatchAxis = LOCAL,
 ) -> tuple[torch.Tensor, Extras]:
-    """AWR M-step ``-mean_valid min(exp(A_i / beta), w_max) log pi_theta(y_i|x_i)`` (seed 000 §7)."""
+    """AWR M-step ``-mean_valid min(exp(A_i / beta), w_max) log pi_theta(y_i|x_i)`` (Peng et al. 2019)."""
     _check_batch(seq_log_probs, advantages=advantages, valid=valid)
     if beta <= 0 or weight_clip <= 0:
         raise ValueError(
@@ -203,11 +210,12 @@ def grpo_loss(
     mask: torch.Tensor,
     clip_eps: float,
 ) -> LossOutput:
-    r"""GRPO / PPO-seq clipped surrogate (seed 003 §4.8 eq. (14)): :func:`agent.ppo.clipped_surrogate`.
+    r"""GRPO / PPO-seq clipped surrogate (Shao et al. 2024, eq. 3, without its KL term):
+    :func:`agent.ppo.clipped_surrogate`.
 
     The sequence advantage ``A_i`` ``[B]`` is broadcast to every completion token; the ratio is per token
     ``pi_theta(y_t|.) / pi_old(y_t|.)``; the mean is over all completion tokens of the batch (token-level
-    normalisation). No value or entropy term.
+    normalisation, where eq. 3 averages each completion over its own length). No value or entropy term.
 
     Args: ``token_log_probs``, ``old_token_log_probs``, ``mask`` ``[B, T]``; ``advantages`` ``[B]``.
     """

@@ -6,7 +6,7 @@ Shapes (``B`` = prompts x completions per prompt, ``P`` = padded prompt length, 
   right-padded ``[B, T]``; ``completion_mask`` is 1 on the generated tokens up to and including the
   first eos, 0 on the padding after it.
 * :func:`completion_log_probs` returns per-token ``log pi(y_t | x, y_<t)`` ``[B, T]`` (0 where masked);
-  the sequence log-likelihood of seed 000 §6 "Token-Level Form" is its sum over ``T``.
+  the sequence log-likelihood ``log pi(y | x)`` is its sum over ``T`` (the chain rule).
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ def sample_completions(
 
 
 def sft_batch(codec: Codec, examples: Sequence[Example], device: torch.device) -> Rollout:
-    """Reference answers as completions (the SFT E-step ``q(tau|x) = delta(tau = y)``, seed 000 §6)."""
+    """Reference answers as completions (SFT read as EM: the E-step ``q(tau|x) = delta(tau = y)``)."""
     prompt_ids, prompt_mask = left_pad(
         [codec.encode_prompt(e.prompt, e.question) for e in examples], codec.pad_id
     )

@@ -3,8 +3,8 @@
 References
 - Dai et al. 2019, Transformer-XL, section 3.3: relative positional encodings,
   ``score(i, j) = (q_i + u) . k_j + (q_i + v) . W_r R_{i-j}``.
-- Parisotto et al. 2019, Stabilizing Transformers for RL (GTrXL), section 3 / seed 000 section 8:
-  identity map reordering (TrXL-I, section 3.1) and gating layers (section 3.2).
+- Parisotto et al. 2019, Stabilizing Transformers for Reinforcement Learning (GTrXL), section 3 "Gated
+  Transformer Architectures": identity map reordering (TrXL-I, section 3.1) and gating layers (section 3.2).
 
 Attention semantics (the contract the tests check)
 - Query at absolute time ``i`` attends key ``j`` iff ``0 <= i - j <= M`` (sliding window, ``M`` =
@@ -18,6 +18,9 @@ Attention semantics (the contract the tests check)
   through its score (no O(M) concatenation per layer); ``unroll`` reads the ring in chronological order
   and writes its final state back at ``pos + T`` (one O(M) gather per segment), so both leave the same
   layout. Slots not yet filled, or from an earlier episode, are marked invisible by ``valid``.
+  Worked examples, checked by ``tests/networks/test_ring_layout.py``: the ring over eight steps with an
+  episode start (:meth:`TransformerCore.step`), the same steps unrolled (:func:`window_episode_mask`), ring
+  order vs oldest first (:func:`_ring_index`) and the relative shift (:func:`rel_shift`).
 - ``step`` (one token, cached keys/values), ``unroll`` (``T`` tokens from a stored memory) and a
   full-history recompute with the window mask are the same function.
 
@@ -71,6 +74,24 @@ def window_episode_mask(valid: torch.Tensor, first: torch.Tensor) -> torch.Tenso
     Returns:
         [B, T, M + T] bool, ``True`` where query ``t`` (absolute time ``M + t``) may attend key ``j``:
         ``0 <= (M + t) - j <= M`` and key ``j`` is in the query's episode.
+
+    Worked example: :meth:`TransformerCore.unroll` of steps 3..7 (``T = 5``) from the state before step 3 of
+    the example in :meth:`TransformerCore.step` (``M = 4``, ``pos = 3``, an episode starts at step 6). Read
+    oldest first, slots ``3 0 1 2`` hold steps ``. 0 1 2`` (``.``: never written) with ``valid = 0 1 1 1``,
+    so ``first = 0 0 0 1 0`` gives (1 = visible; memory keys, then the current steps)::
+
+        key j           0 1 2 3 | 4 5 6 7 8
+        step held       . 0 1 2 | 3 4 5 6 7
+        query step 3    0 1 1 1 | 1 0 0 0 0
+        query step 4    0 1 1 1 | 1 1 0 0 0
+        query step 5    0 0 1 1 | 1 1 1 0 0
+        query step 6    0 0 0 0 | 0 0 0 1 0
+        query step 7    0 0 0 0 | 0 0 0 1 1
+
+    Step 5 no longer sees step 0 (distance 5 > M); step 6 starts an episode and sees only itself. Each
+    row is the ``visible`` column of the same step in :meth:`TransformerCore.step`'s table, read oldest
+    first. The last row's last ``M`` entries (steps 4..7: ``0 0 1 1``) become the final ``valid``, written
+    back in ring order at ``pos + T = 0``: the "after 7" row there.
     """
     M = valid.shape[1]
     T = first.shape[1]
@@ -91,10 +112,32 @@ def relative_distance(T: int, M: int, device: torch.device | None = None) -> tor
 def rel_shift(scores: torch.Tensor, num_keys: int) -> torch.Tensor:
     """[..., T, M+1] scores by distance ``r`` -> [..., T, M+T] by key ``j``, with distance ``M + t - j``.
 
-    Transformer-XL's skew trick with views only (pad + reshape + slice; its backward is a pad too, no
-    scatter): reversing the distances puts distance ``M + t - j`` of row ``t`` at column ``j - t``, and
-    flattening rows of width ``M+T+1`` read back at width ``M+T`` shifts row ``t`` right by ``t``. Entries
-    outside the window (``j < t`` or ``j > M + t``) come out as 0 or a neighbour's value; they are masked.
+    Transformer-XL's skew trick (Dai et al. 2019, appendix B) with views only (pad + reshape + slice; its
+    backward is a pad too, no scatter): reversing the distances puts distance ``M + t - j`` of row ``t`` at
+    column ``j - t``, and flattening rows of width ``M+T+1`` read back at width ``M+T`` shifts row ``t``
+    right by ``t``. Entries outside the window (``j < t`` or ``j > M + t``) come out as 0, from the padding;
+    they are masked anyway.
+
+    Worked example with ``T = 3`` queries and ``M = 2`` (3 distances, 5 keys); the score of row ``t`` at
+    distance ``r`` is ``10 (t + 1) + r``, so its last digit is its distance:
+
+    >>> scores = 10 * torch.arange(1, 4)[:, None] + torch.arange(3)  # [T, M+1], column = distance r
+    >>> scores
+    tensor([[10, 11, 12],
+            [20, 21, 22],
+            [30, 31, 32]])
+    >>> F.pad(scores.flip(-1), (0, 3))  # [T, M+T+1], column c = distance M - c
+    tensor([[12, 11, 10,  0,  0,  0],
+            [22, 21, 20,  0,  0,  0],
+            [32, 31, 30,  0,  0,  0]])
+    >>> rel_shift(scores, num_keys=5)  # flattened, read back at width M+T: row t moves right by t
+    tensor([[12, 11, 10,  0,  0],
+            [ 0, 22, 21, 20,  0],
+            [ 0,  0, 32, 31, 30]])
+    >>> relative_distance(3, 2)  # what each entry must hold: its last digit above, where 0 <= . <= M
+    tensor([[ 2,  1,  0, -1, -2],
+            [ 3,  2,  1,  0, -1],
+            [ 4,  3,  2,  1,  0]])
     """
     *lead, T, R = scores.shape  # R = M + 1
     width = num_keys + 1
@@ -420,7 +463,25 @@ def _ring_pos(state: State) -> torch.Tensor:
 
 
 def _ring_index(M: int, offset: torch.Tensor) -> torch.Tensor:
-    """[B, M]: ``(offset + i) mod M`` for ``i = 0..M-1``."""
+    """[B, M]: ``(offset + i) mod M`` for ``i = 0..M-1``.
+
+    With ``offset = pos`` it lists, oldest first, the slot each chronological index ``c`` is read from; with
+    ``offset = -pos``, the chronological index each slot ``m`` holds. Before step 5 of the example in
+    :meth:`TransformerCore.step` (``M = 4``, ``pos = 1``) the slots hold steps ``4 1 2 3``:
+
+    >>> pos = torch.tensor([1])
+    >>> _ring_index(4, pos)  # chronological c = 0..3 is in slot (pos + c) mod M
+    tensor([[1, 2, 3, 0]])
+    >>> _ring_index(4, -pos)  # slot m = 0..3 holds chronological (m - pos) mod M
+    tensor([[3, 0, 1, 2]])
+    >>> _ring_to_chrono(torch.tensor([[4, 1, 2, 3]]), 1, pos)  # what unroll reads
+    tensor([[1, 2, 3, 4]])
+    >>> _chrono_to_ring(torch.tensor([[1, 2, 3, 4]]), 1, pos)  # and writes back
+    tensor([[4, 1, 2, 3]])
+
+    ``step``'s ``key_index`` is the distance ``M - c`` of the step in slot ``m`` from the query:
+    ``4 - (3 0 1 2) = 1 4 3 2``.
+    """
     return (offset[:, None] + torch.arange(M, device=offset.device)[None, :]) % M
 
 
@@ -485,6 +546,31 @@ class TransformerCore(nn.Module):
         layer's attention, which still sees it). A :class:`StepState` is consumed (the returned state
         shares its ``memory``/``k``/``v``); any other state is copied first (once per chain of steps).
         x [B, d], first [B] bool -> (y [B, d], new_state).
+
+        Worked example: ``M = 4``, one environment, steps 0..7, episodes starting at steps 0 and 6. Row ``t``
+        is what the query of step ``t`` sees, before the step writes itself into slot ``pos``: the step each
+        slot holds (``.``: never written), ``valid``, ``key_index`` (the distance of each slot's step from
+        the query; ``c``: the current token) and the visibility ``bias`` encodes (1: bias 0; 0: -inf)::
+
+            t first | slots   | pos | valid   | key_index | visible
+                    | 0 1 2 3 |     | 0 1 2 3 | 0 1 2 3 c | 0 1 2 3 c
+            0   1   | . . . . |  0  | 0 0 0 0 | 4 3 2 1 0 | 0 0 0 0 1
+            1   0   | 0 . . . |  1  | 1 0 0 0 | 1 4 3 2 0 | 1 0 0 0 1
+            2   0   | 0 1 . . |  2  | 1 1 0 0 | 2 1 4 3 0 | 1 1 0 0 1
+            3   0   | 0 1 2 . |  3  | 1 1 1 0 | 3 2 1 4 0 | 1 1 1 0 1
+            4   0   | 0 1 2 3 |  0  | 1 1 1 1 | 4 3 2 1 0 | 1 1 1 1 1
+            5   0   | 4 1 2 3 |  1  | 1 1 1 1 | 1 4 3 2 0 | 1 1 1 1 1
+            6   1   | 4 5 2 3 |  2  | 1 1 1 1 | 2 1 4 3 0 | 0 0 0 0 1
+            7   0   | 4 5 6 3 |  3  | 0 0 1 0 | 3 2 1 4 0 | 0 0 1 0 1
+            after 7 | 4 5 6 7 |  0  | 0 0 1 1 |
+
+        ``key_index[m] = M - ((m - pos) mod M)``: slot ``pos`` holds the oldest step (distance ``M``), the
+        slot before it the newest (distance 1). A slot is visible iff ``valid`` and not ``first``; the
+        current token always is. At step 4 the ring is full and the query sees steps 0..4 (distances
+        4..0); step 4 then overwrites step 0, so step 5 sees 1..5, never step 0 at distance 5: the window
+        is ``M``. Step 6 starts an episode: its ``first`` hides the whole ring, and the ``valid`` it leaves
+        keeps only its own slot (2), so step 7 sees steps 6 and 7. Unrolling steps 3..7 from row 3's state
+        gives the same visibility and the same final state: see :func:`window_episode_mask`.
         """
         M, B = self.memory_length, x.shape[0]
         pos = _ring_pos(state)

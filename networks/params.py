@@ -2,7 +2,8 @@
 
 The numbers come from the YAML presets in ``configs/`` (one source of truth); the observation shape and
 action count of each preset's environment are stated here, since networks never build environments:
-- atari_vmpo: V-MPO Atari TrXL (Song et al. 2019; seed 000 section 8), obs 4x84x84, 18 actions (full set).
+- atari_vmpo: V-MPO single-task Atari TrXL (Song et al. 2019, appendix: network architecture and
+  hyperparameters), obs 4x84x84, 18 actions (full set).
 - dmlab_vmpo: GTrXL DMLab core (Parisotto et al. 2019), obs 3x72x96, 15 actions (IMPALA action set).
 - quickstart: the CPU quick-start on cue recall, obs [5], 4 actions.
 """

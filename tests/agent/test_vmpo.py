@@ -107,7 +107,7 @@ def test_temperature_gradient_only_to_eta_and_equals_eps_minus_kl() -> None:
     loss, extras = temperature_loss(eta, adv, sel, eps_eta=0.05)
     loss.backward()
     assert adv.grad is None
-    # dL/deta = eps_eta - KL(psi || uniform) (seed 000 §6 derivative).
+    # dL/deta = eps_eta - KL(psi || uniform): the derivative of Song et al. 2019, eq. 4.
     assert eta.grad.item() == pytest.approx(0.05 - extras["vmpo/kl_psi"].item(), rel=1e-5)
 
 

@@ -86,7 +86,8 @@ def test_dar_weights_and_loss_by_hand():
     assert loss.item() == pytest.approx((math.exp(0.5) * 1 + math.exp(-1.0) * 2) / 2, rel=1e-5)
     clipped = dar_weights(adv, ref, old, 0.5, 0.5, weight_clip=1.5)
     assert clipped[0].item() == pytest.approx(1.5)
-    # alpha -> 0: the V-MPO form pi_t exp(A / t) (seed 000 §7 "Special case 2"): w = exp(A / beta).
+    # alpha -> 0: DAR's target (He et al. 2025) tends to V-MPO's pi_t exp(A / t) with t = beta, so the
+    # weight relative to pi_t is exp(A / beta).
     assert torch.allclose(dar_weights(adv, ref, old, 0.0, 2.0, 20.0), torch.exp(adv / 2.0))
 
 
