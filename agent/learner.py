@@ -1,15 +1,34 @@
-"""Learners: one gradient update from a :class:`~agent.rollout.Trajectory`.
+"""Learners: one update from a :class:`~agent.rollout.Trajectory`, the same shape for V-MPO and PPO.
 
 The learner owns the optimiser, the target network (pi_old of V-MPO), the Lagrange multipliers and the
-PopArt statistics. It runs ``net.unroll`` over the stored segment [T+1, B] from the memory the actor had
-at the segment's start, computes the pure losses of ``agent.vmpo`` / ``agent.ppo`` and steps Adam. It
-knows nothing about Atari, DMLab or language models.
+PopArt statistics. It knows nothing about Atari, DMLab or language models. One update::
+
+    update(traj)
+      no gradient: pi_old's logits (V-MPO) | old log-probs, values, GAE advantages and targets (PPO)
+      for each epoch, for each minibatch of env columns:
+        batch = VMPOBatch(...) | PPOBatch(...)
+        loss, metrics, returns = self.loss_fn(batch)   # = forward(batch): net.unroll over [T+1, B] from
+                                                       # the actor's memory at the unroll's start, then
+                                                       # agent.vmpo.vmpo_loss | agent.ppo.ppo_loss
+        self._optimizer_step(loss)                     # backward (DDP all-reduces), clip, Adam step
+      PopArt statistics from the returns, target network refresh (V-MPO)
+      self.actor.refresh()                             # the acting cache under the new parameters
+
+``loss_fn`` is ``forward`` itself or, after :meth:`Learner.distribute`, the call of its
+DistributedDataParallel wrapper, which runs the same ``forward`` so that the backward pass all-reduces
+the gradients of the network and of the duals. Both algorithms' ``forward`` return a :class:`StepOutput`:
+this rank's share of the loss; metrics named where they are computed (``loss/...``, ``vmpo/...``,
+``ppo/...``), global over ranks, logged verbatim by the trainer; and the critic's targets, which V-MPO's
+PopArt statistics take from the last epoch's forward pass.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -17,14 +36,47 @@ from torch import nn
 
 from agent.distributed import LOCAL, BatchAxis, wrap
 from agent.duals import LagrangeMultiplier
+from agent.loss_output import Extras
 from agent.masked import masked_mean
 from agent.ppo import ppo_loss
 from agent.returns import gae, n_step_returns
-from agent.rollout import Trajectory
+from agent.rollout import Actor, Trajectory
 from agent.vmpo import Penalty, vmpo_loss
 from configs.schema import AlgoConfig
 
 Metrics = dict[str, float]
+
+
+class StepOutput(NamedTuple):
+    """What a learner's loss function returns for one minibatch (both algorithms)."""
+
+    loss: torch.Tensor  # this rank's share of the global loss, 0-d fp32, carries the gradient
+    metrics: Extras  # detached 0-d fp32 values over every rank's minibatch, named for logging
+    returns: torch.Tensor  # [T, B] the critic's targets G, unnormalised (V-MPO's PopArt statistics)
+
+
+@dataclass(frozen=True)
+class VMPOBatch:
+    """One V-MPO minibatch: whole env columns of the unroll and pi_old's logits on them."""
+
+    traj: Trajectory  # [T+1, B] inputs, [T, B] actions, rewards and mask
+    target_logits: torch.Tensor  # [T, B, A] pi_old (the target network), no gradient
+
+
+@dataclass(frozen=True)
+class PPOBatch:
+    """One PPO minibatch: its columns and what the no-grad unroll before the update recorded on them."""
+
+    traj: Trajectory  # [T+1, B] (or [1, M] single steps, ``Trajectory.steps``)
+    old_log_probs: torch.Tensor  # [T, B] log pi_old(a_t|s_t)
+    advantages: torch.Tensor  # [T, B] GAE(lambda)
+    old_values: torch.Tensor  # [T+1, B] V_old(s_t) of each step's task (the first T rows are used)
+    returns: torch.Tensor  # [T, B] GAE targets A + V_old
+
+
+def as_floats(metrics: Extras) -> Metrics:
+    """0-d tensors -> Python floats, for the logger (one host synchronisation per metric)."""
+    return {k: float(v) for k, v in metrics.items()}
 
 
 def task_values(values: torch.Tensor, task_id: torch.Tensor) -> torch.Tensor:
@@ -46,22 +98,30 @@ def action_log_probs(logits: torch.Tensor, actions: torch.Tensor) -> tuple[torch
 
 
 class Learner(nn.Module):
-    """Shared machinery: Adam, gradient clipping, non-finite guard, counters, checkpoint state.
+    """Shared machinery: Adam, gradient clipping, non-finite guard, counters, checkpoint state, the
+    actor's cache refresh. Subclasses define ``forward(batch) -> StepOutput`` (the loss function) and
+    ``update(traj)``.
 
-    ``forward(*batch)`` is the algorithm's loss (``_loss``): this rank's share of the global loss, see
-    ``agent.distributed``. After :meth:`distribute` it runs under DistributedDataParallel, so that the
-    backward pass all-reduces the gradients of the network and of the duals.
+    Args:
+        net: the :class:`~networks.agent_net.AgentNet` the actor also acts with.
+        cfg: ``algo`` section of the config.
+        task_names: the env's tasks, one per PopArt head (metric names ``popart/mu/<task>``); default
+            ``"0"``, ``"1"``, ...
     """
 
-    def __init__(self, net: nn.Module, cfg: AlgoConfig) -> None:
+    def __init__(self, net: nn.Module, cfg: AlgoConfig, *, task_names: Sequence[str] = ()) -> None:
         super().__init__()
         self.net = net
         self.cfg = cfg
+        self.task_names = tuple(task_names)
         self.axis: BatchAxis = LOCAL
+        # The loss function of one minibatch: forward, or its DDP wrapper's call (distribute).
+        self.loss_fn: Callable[..., StepOutput] = self.forward
+        self.actor: Actor | None = None  # acts with self.net; its cache is refreshed after each update
         self.num_updates = 0
         self.num_skipped = 0  # gradient steps skipped because the loss or the gradients were not finite
         self.consecutive_skipped = 0  # skips since the last good step (the trainer stops past a limit)
-        self.lr_horizon = 0  # env steps over which algo.lr_schedule=linear anneals (set by the trainer)
+        self.lr_horizon = 0  # env steps over which algo.lr_schedule=linear anneals (set by the builder)
 
     def _param_groups(self) -> list[dict]:
         return [{"params": list(self.net.parameters()), "name": "net"}]
@@ -87,20 +147,15 @@ class Learner(nn.Module):
         return lr
 
     def distribute(self, axis: BatchAxis) -> None:
-        """Train as one of ``axis.world`` data-parallel replicas (rank 0's parameters are broadcast now)."""
+        """Train as one of ``axis.world`` data-parallel replicas (rank 0's parameters are broadcast now).
+
+        From now on ``loss_fn`` runs ``forward`` through DistributedDataParallel, whose backward pass
+        all-reduces the gradients. The wrapper's call is kept rather than the wrapper: a module attribute
+        would make the wrapper a submodule of the module it wraps.
+        """
         self.axis = axis
         if axis.distributed:
-            self.__dict__["_ddp"] = wrap(self, axis)  # not a submodule: the wrapper holds this module
-
-    def forward(self, *batch: object) -> tuple:
-        return self._loss(*batch)
-
-    def _loss(self, *batch: object) -> tuple:
-        raise NotImplementedError
-
-    def _compute_loss(self, *batch: object) -> tuple:
-        """``_loss`` through DDP when distributed (its backward all-reduces the gradients)."""
-        return self.__dict__.get("_ddp", self)(*batch)
+            self.loss_fn = wrap(self, axis).__call__
 
     def _optimizer_step(self, loss: torch.Tensor) -> Metrics:
         """Backward + clip + step; a non-finite loss or gradient skips the step (logged, counted).
@@ -123,6 +178,13 @@ class Learner(nn.Module):
             self.consecutive_skipped += 1
         return {"learner/grad_norm": float(grad_norm), "learner/skipped_updates": float(self.num_skipped)}
 
+    def _end_update(self, metrics: Metrics) -> Metrics:
+        """Refresh the actor's cached memory under the new parameters; -> metrics with ``learner/lr``."""
+        metrics["learner/lr"] = self.optimizer.param_groups[0]["lr"]
+        if self.actor is not None:
+            self.actor.refresh()
+        return metrics
+
     def training_state(self) -> dict:
         return {
             "module": self.state_dict(),
@@ -140,24 +202,26 @@ class Learner(nn.Module):
         self.lr_horizon = int(state.get("lr_horizon", self.lr_horizon))  # older checkpoints: the trainer's
 
     def update(self, traj: Trajectory) -> Metrics:
+        """One update on an unroll ``traj`` ([T+1, B] inputs) -> the last minibatch's metrics (floats)."""
         raise NotImplementedError
 
 
 class VMPOLearner(Learner):
-    """V-MPO (Song et al. 2019; seed 000 section 5): critic + E-step + M-step with eta/alpha duals.
+    """V-MPO (Song et al. 2019, eqs. 1-6): critic + E-step + M-step with eta/alpha duals.
 
     Per update, on a [T, B] unroll:
-      G_t = n-step bootstrapped target, A_t = G_t - V(s_t)       (section 5, "Policy Evaluation")
-      L = L_V + L_pi + L_eta + L_alpha                              (section 5, total objective)
-    pi_old is the target network, refreshed every ``target_update_period`` updates. With PopArt the
-    value head predicts per-task normalised values; targets and advantages are normalised by the task's
-    statistics, which are updated after the gradient step with outputs preserved. In multi-task runs the
-    E-step top-k and the eta dual run over the whole batch of all tasks, as in the paper (the
-    PopArt-normalised advantages make tasks comparable); there is no per-task E-step option.
+      G_t = n-step bootstrapped target, A_t = G_t - V(s_t)       (section "Policy evaluation", eq. 6)
+      L = L_V + L_pi + L_eta + L_alpha                              (eqs. 1-2, the total loss)
+    pi_old is the target network, refreshed every ``target_update_period`` updates. With PopArt
+    (van Hasselt et al. 2016) the value head predicts per-task normalised values; targets and advantages
+    are normalised by the task's statistics, which are updated after the gradient steps with outputs
+    preserved. In multi-task runs the E-step top-k and the eta dual run over the whole batch of all
+    tasks, as in the paper (the PopArt-normalised advantages make tasks comparable); there is no per-task
+    E-step option.
     """
 
-    def __init__(self, net: nn.Module, cfg: AlgoConfig) -> None:
-        super().__init__(net, cfg)
+    def __init__(self, net: nn.Module, cfg: AlgoConfig, *, task_names: Sequence[str] = ()) -> None:
+        super().__init__(net, cfg, task_names=task_names)
         v = cfg.vmpo
         self.target_net = copy.deepcopy(net).requires_grad_(False)
         self.eta = LagrangeMultiplier(v.eta_init, v.dual_param, v.dual_eps_min)  # temperature of psi
@@ -168,11 +232,14 @@ class VMPOLearner(Learner):
         duals = list(self.eta.parameters()) + list(self.alpha.parameters())
         return [*super()._param_groups(), {"params": duals, "lr": self.cfg.vmpo.dual_lr, "name": "duals"}]
 
-    def _loss(
-        self, traj: Trajectory, target_logits: torch.Tensor
-    ) -> tuple[torch.Tensor, Metrics, torch.Tensor]:
-        """L_V + L_pi + L_eta + L_alpha on one unroll -> (loss, metrics, unnormalised returns G [T, B])."""
-        cfg, T = self.cfg, traj.unroll_length
+    def forward(self, batch: VMPOBatch) -> StepOutput:
+        """The loss function: ``L_V + L_pi + L_eta + L_alpha`` on one minibatch (Song et al. 2019, eqs. 1-2).
+
+        Returns this rank's share, the metrics of :func:`agent.vmpo.vmpo_loss` with ``loss/value``,
+        ``loss/total``, ``value/mean``, ``value/return_mean``, and the unnormalised returns G [T, B].
+        """
+        cfg, traj = self.cfg, batch.traj
+        T = traj.unroll_length
         logits, values, _ = self.net.unroll(*traj.inputs())  # [T+1, B, A], [T+1, B, tasks]
         v_norm = task_values(values.float(), traj.task_id)  # [T+1, B]
         popart = self.net.popart if cfg.popart else None
@@ -192,22 +259,23 @@ class VMPOLearner(Learner):
         # 0.5 (G - V)^2, this rank's share of the mean over the global batch
         value_loss = cfg.value_coef * axis.mean_share((target - v_norm[:T]) ** 2, traj.mask)
         v_cfg = cfg.vmpo
-        policy_loss, extras = vmpo_loss(
-            logits[:T], target_logits, traj.action, advantages, traj.mask,
+        policy_loss, metrics = vmpo_loss(
+            logits[:T], batch.target_logits, traj.action, advantages, traj.mask,
             temperature=Penalty(self.eta.value(), v_cfg.eps_eta),
             trust_region=Penalty(self.alpha.value(), v_cfg.eps_alpha),
             topk_fraction=v_cfg.topk_fraction, ent_coef=v_cfg.ent_coef, axis=axis,
         )  # fmt: skip
         loss = value_loss + policy_loss
-        metrics = {k: float(x) for k, x in extras.items()}
         metrics.update({
-            "loss/value": float(axis.sum(value_loss)), "loss/total": float(axis.sum(loss)),
-            "value/mean": float(axis.sum(axis.mean_share(v[:T].detach(), traj.mask))),
-            "value/return_mean": float(axis.sum(axis.mean_share(returns, traj.mask))),
+            "loss/value": axis.sum(value_loss), "loss/total": axis.sum(loss),
+            "value/mean": axis.sum(axis.mean_share(v[:T].detach(), traj.mask)),
+            "value/return_mean": axis.sum(axis.mean_share(returns, traj.mask)),
         })  # fmt: skip
-        return loss, metrics, returns
+        return StepOutput(loss, metrics, returns)
 
     def update(self, traj: Trajectory) -> Metrics:
+        """pi_old's logits, ``update_epochs`` x minibatches of (loss_fn, Adam step, dual projection), then
+        PopArt statistics, the target network every ``target_update_period`` updates, the actor's cache."""
         cfg, T = self.cfg, traj.unroll_length
         with torch.no_grad():
             target_logits = self.target_net.unroll(*traj.inputs())[0][:T]  # pi_old [T, B, A]
@@ -216,49 +284,77 @@ class VMPOLearner(Learner):
         for _ in range(cfg.vmpo.update_epochs):
             parts = column_minibatches(traj.action, cfg.vmpo.num_minibatches) if split else (slice(None),)
             for index in parts:
-                mb = traj.select(index) if split else traj
-                loss, metrics, mb_returns = self._compute_loss(mb, target_logits[:, index])
-                metrics.update(self._optimizer_step(loss))
+                batch = VMPOBatch(traj.select(index) if split else traj, target_logits[:, index])
+                loss, step_metrics, step_returns = self.loss_fn(batch)
+                returns[:, index] = step_returns
+                metrics = {**as_floats(step_metrics), **self._optimizer_step(loss)}  # read before the step
                 self.eta.project_()
                 self.alpha.project_()
-                returns[:, index] = mb_returns
-        popart = self.net.popart if cfg.popart else None
-        if popart is not None:  # the moments of the global batch, the same on every rank
-            valid = self.axis.gather(traj.mask.bool())
-            returns, task_id = self.axis.gather(returns), self.axis.gather(traj.task_id[:T])
-            if valid.any():
-                popart.update_stats(returns[valid], task_id[valid], cfg.popart_beta)
-            for k in range(popart.mu.shape[0]):
-                metrics[f"popart/mu_{k}"] = float(popart.mu[k])
-                metrics[f"popart/sigma_{k}"] = float(popart.sigma[k])
+        if cfg.popart:
+            metrics.update(self._update_popart(returns, traj))
         self.num_updates += 1
         if self.num_updates % cfg.vmpo.target_update_period == 0:
             self.target_net.load_state_dict(self.net.state_dict())
-        metrics["learner/lr"] = self.optimizer.param_groups[0]["lr"]
+        return self._end_update(metrics)
+
+    def _update_popart(self, returns: torch.Tensor, traj: Trajectory) -> Metrics:
+        """PopArt statistics (van Hasselt et al. 2016) from the returns [T, B] of every rank's columns
+        (the moments of the global batch, the same on every rank) -> ``popart/{mu,sigma}/<task>``."""
+        popart, T = self.net.popart, traj.unroll_length
+        valid = self.axis.gather(traj.mask.bool())
+        returns, task_id = self.axis.gather(returns), self.axis.gather(traj.task_id[:T])
+        if valid.any():
+            popart.update_stats(returns[valid], task_id[valid], self.cfg.popart_beta)
+        names = self.task_names or tuple(str(k) for k in range(popart.mu.shape[0]))
+        metrics = {}
+        for k, task in enumerate(names):
+            metrics[f"popart/mu/{task}"] = float(popart.mu[k])
+            metrics[f"popart/sigma/{task}"] = float(popart.sigma[k])
         return metrics
 
 
 class PPOLearner(Learner):
-    """PPO baseline (seed 000 section 4): clipped surrogate, GAE(lambda), epochs over env minibatches.
+    """PPO baseline (Schulman et al. 2017): clipped surrogate (eq. 7), value loss and entropy bonus
+    (eq. 9), GAE(lambda) advantages (Schulman et al. 2016), epochs over env minibatches.
 
     Old log-probabilities and values come from a no-grad unroll of the acting parameters at the start of
-    the update (identical to the actor's, since the actor's cache is refreshed after every update).
-    Minibatches (``algo.ppo.minibatch_over``) split the envs, so that every minibatch keeps whole memory
-    segments; with a memoryless core they may instead be single steps shuffled over all T*B, as
-    CleanRL's (``samples``; ``auto`` picks it for such cores). Data parallel:
-    each rank draws its own minibatches of its own envs and DDP averages the gradients (as CleanRL's
-    multi-GPU PPO); advantages are normalised per rank's minibatch.
+    the update (identical to the actor's, since the learner refreshes the actor's cache after every
+    update). Minibatches (``algo.ppo.minibatch_over``) split the envs, so that every minibatch keeps
+    whole memory segments; with a memoryless core they may instead be single steps shuffled over all
+    T*B, as CleanRL's (``samples``; ``auto`` picks it for such cores). Data parallel: each rank draws its
+    own minibatches of its own envs and DDP averages the gradients (as CleanRL's multi-GPU PPO);
+    advantages are normalised per rank's minibatch.
     """
 
-    def __init__(self, net: nn.Module, cfg: AlgoConfig) -> None:
-        super().__init__(net, cfg)
+    def __init__(self, net: nn.Module, cfg: AlgoConfig, *, task_names: Sequence[str] = ()) -> None:
+        super().__init__(net, cfg, task_names=task_names)
         self.build_optimizer()
         # algo.ppo.minibatch_over: samples, or auto with a core that carries no state (memoryless);
         # samples with a memory core is refused by Trajectory.steps() (and by the config)
         how, memoryless = cfg.ppo.minibatch_over, not net.initial_state(1)
         self.minibatch_over_samples = how == "samples" or (how == "auto" and memoryless)
 
+    def forward(self, batch: PPOBatch) -> StepOutput:
+        """The loss function: PPO's clipped loss on one minibatch; this rank's share is its loss / world
+        (DDP averages the ranks' minibatch gradients). Metrics: :func:`agent.ppo.ppo_loss`'s, averaged
+        over ranks, and ``loss/total``; ``returns`` are the batch's GAE targets."""
+        p, mb, axis = self.cfg.ppo, batch.traj, self.axis
+        T = mb.unroll_length
+        logits, values, _ = self.net.unroll(*mb.inputs())
+        log_probs, entropy = action_log_probs(logits[:T], mb.action)
+        loss, metrics = ppo_loss(
+            log_probs, batch.old_log_probs, batch.advantages, task_values(values.float(), mb.task_id)[:T],
+            batch.old_values[:T], batch.returns, mb.mask, entropy, clip_coef=p.clip_coef,
+            clip_value=p.clip_value, vf_coef=p.vf_coef, ent_coef=p.ent_coef, norm_adv=p.norm_adv,
+        )  # fmt: skip
+        share = loss / axis.world
+        metrics = {k: axis.sum(x) / axis.world for k, x in metrics.items()}  # the mean of the ranks'
+        metrics["loss/total"] = axis.sum(share)
+        return StepOutput(share, metrics, batch.returns)
+
     def update(self, traj: Trajectory) -> Metrics:
+        """Old log-probs, values and GAE from one no-grad unroll, ``update_epochs`` x minibatches of
+        (loss_fn, Adam step), then the actor's cache."""
         cfg, p, T = self.cfg, self.cfg.ppo, traj.unroll_length
         with torch.no_grad():
             old_logits, old_values, _ = self.net.unroll(*traj.inputs())
@@ -275,36 +371,17 @@ class PPOLearner(Learner):
         metrics: Metrics = {}
         for _ in range(p.update_epochs):
             for index in column_minibatches(traj.action, p.num_minibatches):
-                loss, extras = self._compute_loss(
-                    traj.select(index),
-                    old_log_probs[:, index],
-                    advantages[:, index],
-                    old_v[:, index],
+                batch = PPOBatch(
+                    traj.select(index), old_log_probs[:, index], advantages[:, index], old_v[:, index],
                     returns[:, index],
-                )
-                metrics = self._optimizer_step(loss)
-                metrics.update({k: float(self.axis.sum(x)) / self.axis.world for k, x in extras.items()})
-                metrics["loss/total"] = float(self.axis.sum(loss))
-        self.num_updates += 1
+                )  # fmt: skip
+                loss, step_metrics, _ = self.loss_fn(batch)
+                metrics = {**self._optimizer_step(loss), **as_floats(step_metrics)}
         metrics["value/return_mean"] = float(masked_mean(returns, traj.mask))
-        metrics["learner/lr"] = self.optimizer.param_groups[0]["lr"]
-        return metrics
-
-    def _loss(
-        self, mb: Trajectory, old_log_probs: torch.Tensor, advantages: torch.Tensor, old_v: torch.Tensor,
-        returns: torch.Tensor,
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
-        """The clipped PPO loss of one minibatch; this rank's share is its loss / world (mean over ranks)."""
-        p, T = self.cfg.ppo, mb.unroll_length
-        logits, values, _ = self.net.unroll(*mb.inputs())
-        log_probs, entropy = action_log_probs(logits[:T], mb.action)
-        loss, extras = ppo_loss(
-            log_probs, old_log_probs, advantages, task_values(values.float(), mb.task_id)[:T], old_v[:T],
-            returns, mb.mask, entropy, clip_coef=p.clip_coef, clip_value=p.clip_value, vf_coef=p.vf_coef,
-            ent_coef=p.ent_coef, norm_adv=p.norm_adv,
-        )  # fmt: skip
-        return loss / self.axis.world, extras
+        self.num_updates += 1
+        return self._end_update(metrics)
 
 
-def make_learner(net: nn.Module, cfg: AlgoConfig) -> Learner:
-    return {"vmpo": VMPOLearner, "ppo": PPOLearner}[cfg.name](net, cfg)
+def make_learner(net: nn.Module, cfg: AlgoConfig, *, task_names: Sequence[str] = ()) -> Learner:
+    """The learner of ``algo.name`` (``vmpo`` | ``ppo``) for ``net``."""
+    return {"vmpo": VMPOLearner, "ppo": PPOLearner}[cfg.name](net, cfg, task_names=task_names)

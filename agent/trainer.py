@@ -1,8 +1,10 @@
 """The training loop: rollout -> learn -> log (TensorBoard) -> checkpoint (atomic) -> resume.
 
 Read top to bottom like CleanRL's single file, but each piece lives in its own module:
-``envs.make`` builds the VecEnv, ``networks.AgentNet`` the network, ``agent.rollout.Actor`` collects
-unrolls with the GTrXL memory carried across them, ``agent.learner`` does the update. Under ``torchrun``
+``agent.builder`` makes the env shard, the network, the learner and the actor (seeding and precision
+included), ``agent.rollout.Actor`` collects unrolls with the GTrXL memory carried across them,
+``agent.learner`` does the update and refreshes the actor's cache. The learner names its metrics
+(``loss/...``, ``vmpo/...``, ``popart/mu/<task>``); the trainer logs them verbatim. Under ``torchrun``
 (``agent.distributed``) each rank runs this loop on its shard of the envs with a DDP learner; rank 0
 alone logs and checkpoints, and the ranks agree on when to stop.
 """
@@ -22,23 +24,12 @@ import yaml
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-import envs
-from agent.checkpoint import CheckpointError, list_checkpoints, save_checkpoint
-from agent.distributed import (
-    LOCAL,
-    BatchAxis,
-    DistributedError,
-    check_replicas,
-    guarded,
-    resolve_device,
-    shard_slots,
-)
-from agent.learner import Learner, make_learner
-from agent.rollout import Actor, EpisodeStats
+from agent.builder import build_agent, make_env
+from agent.checkpoint import list_checkpoints, save_checkpoint
+from agent.distributed import LOCAL, BatchAxis, DistributedError, check_replicas, guarded, resolve_device
+from agent.rollout import EpisodeStats
 from configs import Config, config_to_dict
 from envs.references import human_normalized, reference
-from networks.agent_net import AgentNet
-from networks.precision import resolve_bf16
 
 
 def default_run_name(cfg: Config) -> str:
@@ -116,44 +107,19 @@ class Trainer:
     def __init__(
         self, cfg: Config, run_dir: Path, checkpoint: dict[str, Any] | None = None, axis: BatchAxis = LOCAL
     ) -> None:
-        self.cfg = cfg
         self.run_dir = run_dir
         self.axis = axis
         self.device = resolve_device(cfg.train.device, axis.local_rank)
         if cfg.train.torch_threads:
             torch.set_num_threads(cfg.train.torch_threads)
-        torch.manual_seed(cfg.train.seed)  # the same initial parameters on every rank
-        self.counters = Counters()
-        if checkpoint is not None:
-            self.counters = Counters(**checkpoint["counters"])
-        # A resumed run cannot restore the emulators' state: it reseeds them so that it does not replay
-        # the episodes of the first segment. Rank r plays global env slots [first, first + n).
-        num_envs, first_slot = shard_slots(cfg.env.num_envs, axis)
-        env_seed = cfg.env.seed + 10_007 * self.counters.num_updates
-        slots = range(first_slot, first_slot + num_envs)
-        self.env = envs.make(dataclasses.replace(cfg.env, seed=env_seed), slots)
-        if cfg.net.num_tasks != len(self.env.task_names):  # one PopArt value head per task of the env
-            cfg = dataclasses.replace(
-                cfg, net=dataclasses.replace(cfg.net, num_tasks=len(self.env.task_names))
-            )
-            self.cfg = cfg
-        self.net = AgentNet(cfg.net, tuple(self.env.observation_shape), self.env.num_actions).to(self.device)
-        self.net.bf16 = resolve_bf16(cfg.train.bf16, self.device)  # before the learner copies the net
-        self.learner: Learner = make_learner(self.net, cfg.algo).to(
-            self.device
-        )  # .to keeps the optimiser's params
-        # the linear lr schedule's horizon, fixed at the start of the run (a resumed run restores its own)
-        self.learner.lr_horizon = cfg.algo.lr_anneal_steps or cfg.train.total_steps
-        if checkpoint is not None:
-            self._restore(checkpoint)
-        if axis.distributed:  # each rank samples its own actions
-            torch.manual_seed(cfg.train.seed + 7_919 * axis.rank + 10_007 * self.counters.num_updates)
-            self.learner.distribute(axis)
-        self.actor = Actor(self.env, self.net, self.device)
+        self.counters = Counters(**checkpoint["counters"]) if checkpoint is not None else Counters()
+        self.env = make_env(cfg, axis, resumed_updates=self.counters.num_updates)
+        agent = build_agent(cfg, self.env, device=self.device, axis=axis, checkpoint=checkpoint)
+        self.cfg, self.net, self.learner, self.actor = agent.cfg, agent.net, agent.learner, agent.actor
         self.writer: SummaryWriter | _NoWriter = _NoWriter()
         if axis.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+            (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(self.cfg), sort_keys=False))
             # purge_step drops events logged after the checkpoint we resume from: no gap, no duplicates.
             # A run restarted from scratch (killed before its first checkpoint) drops all its old steps.
             restarted = checkpoint is None and any(run_dir.glob("events.out.tfevents.*"))
@@ -163,18 +129,11 @@ class Trainer:
             self.writer = SummaryWriter(str(run_dir), purge_step=purge)
         self.recent_returns: collections.deque[float] = collections.deque(maxlen=100)
         self.task_returns = [collections.deque(maxlen=20) for _ in self.env.task_names]  # per-task window
+        total = self.cfg.train.total_steps
+        self.bar = tqdm(total=total, initial=min(self.counters.global_step, total),
+                        disable=not self.cfg.train.progress, unit="step", dynamic_ncols=True)  # fmt: skip
 
     # ---------------------------------------------------------------- checkpoints
-    def _restore(self, checkpoint: dict[str, Any]) -> None:
-        expected = (list(self.env.observation_shape), self.env.num_actions)
-        found = (list(checkpoint["obs_shape"]), int(checkpoint["num_actions"]))
-        if expected != found:
-            raise CheckpointError(f"checkpoint was trained on obs/actions {found}, this env has {expected}")
-        self.learner.load_training_state(checkpoint["learner"])
-        torch.set_rng_state(checkpoint["rng"]["torch"])
-        if torch.cuda.is_available() and checkpoint["rng"].get("cuda"):
-            torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
-
     def save(self) -> Path:
         self.writer.flush()  # every curve point up to the checkpoint is on disk before it exists
         payload = {
@@ -202,11 +161,7 @@ class Trainer:
             if len(self.env.task_names) > 1:
                 self._log_tasks(episodes, step)
         if self.counters.num_updates % self.cfg.train.log_interval == 0:
-            names = self.env.task_names
-            for key, value in metrics.items():
-                if key.startswith(("popart/mu_", "popart/sigma_")) and len(names) > 1:
-                    stat, _, task = key.rpartition("_")
-                    key = f"{stat}/{names[int(task)]}"
+            for key, value in metrics.items():  # named by the learner where computed
                 self.writer.add_scalar(key, value, step)
             self.writer.add_scalar("charts/sps", sps, step)
             self.writer.add_scalar("charts/episodes", self.counters.episodes, step)
@@ -264,8 +219,9 @@ class Trainer:
             + where
         )
 
-    def _iteration(self) -> dict[str, float]:
-        """One rollout + one learner update + logging; returns the learner's metrics."""
+    def iteration(self) -> dict[str, float]:
+        """One rollout + one learner update (which refreshes the actor's cache) + logging; returns the
+        learner's metrics."""
         T, N = self.cfg.algo.unroll_length, self.env.num_envs * self.axis.world
         t0 = time.perf_counter()
         self.net.eval()
@@ -273,7 +229,6 @@ class Trainer:
         self.net.train()
         self.learner.set_lr(self.counters.global_step)  # algo.lr_schedule, at the env steps so far
         metrics = self.learner.update(traj)
-        self.actor.refresh()
         if self.axis.distributed:  # every rank's finished episodes, for rank 0's logs
             parts = self.axis.gather_objects(episodes)
             episodes = EpisodeStats(*(np.concatenate([getattr(p, f) for p in parts]) for f in
@@ -289,6 +244,12 @@ class Trainer:
         self.bar.set_postfix(sps=f"{sps:.0f}", ret=f"{recent:.3f}", upd=self.counters.num_updates)
         return metrics
 
+    def close(self) -> None:
+        """Close the progress bar, the TensorBoard writer and the envs."""
+        self.bar.close()
+        self.writer.close()
+        self.env.close()
+
     def train(self) -> dict[str, float]:
         """Train until ``train.total_steps`` or a stop signal; checkpoint at the interval and at the end.
 
@@ -297,15 +258,13 @@ class Trainer:
         """
         cfg = self.cfg.train
         start_wall = time.time() - self.counters.wall_time
-        self.bar = tqdm(total=cfg.total_steps, initial=min(self.counters.global_step, cfg.total_steps),
-                        disable=not cfg.progress, unit="step", dynamic_ncols=True)  # fmt: skip
         last_saved = self.counters.num_updates
         metrics: dict[str, float] = {}
         stopping = False
         try:
             with StopFlag() as stop:
                 while self.counters.global_step < cfg.total_steps and not stopping:
-                    metrics = self._collective(self._iteration)
+                    metrics = self._collective(self.iteration)
                     self.counters.wall_time = time.time() - start_wall
                     if self.learner.consecutive_skipped >= cfg.max_consecutive_skips:
                         self._stop_diverged()
@@ -321,9 +280,7 @@ class Trainer:
                 if self.counters.num_updates != last_saved or not list_checkpoints(self.run_dir):
                     self._save_or_fail()
         finally:
-            self.bar.close()
-            self.writer.close()
-            self.env.close()
+            self.close()
         return {
             "global_step": float(self.counters.global_step),
             "num_updates": float(self.counters.num_updates),

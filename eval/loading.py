@@ -1,8 +1,9 @@
 """Checkpoint -> network ready to act: the config it was trained with, its weights and its env spec.
 
 The checkpoint is read with ``agent.checkpoint.load_checkpoint`` (plain data, ``weights_only``; a run
-directory falls back past a corrupt newest checkpoint, as resuming does); the network parameters are the
-Learner's ``net.`` entries. Every problem is a one-line :class:`CheckpointError`.
+directory falls back past a corrupt newest checkpoint, as resuming does); the network is built as training
+built it (``agent.builder.build_net``: one PopArt head per task, ``train.bf16`` resolved for the device)
+and takes the Learner's ``net.`` entries. Every problem is a one-line :class:`CheckpointError`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 import torch
 
+from agent.builder import agent_config, build_net
 from agent.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, load_latest_valid
 from configs import Config, ConfigError, config_from_dict
 from networks.agent_net import AgentNet
@@ -72,7 +74,9 @@ def load_agent(path: str | Path, device: torch.device | str = "cpu") -> LoadedAg
         raise CheckpointError(f"checkpoint '{path}' has an invalid config: {err}") from None
     obs_shape = tuple(int(d) for d in payload["obs_shape"])
     num_actions = int(payload["num_actions"])
-    net = AgentNet(cfg.net, obs_shape, num_actions)
+    task_names = [str(t) for t in payload["task_names"]]
+    cfg = agent_config(cfg, task_names)
+    net = build_net(cfg, obs_shape, num_actions, device=device)  # the precision training acted in
     try:
         net.load_state_dict(_network_state(path, payload))
     except RuntimeError as err:
@@ -82,9 +86,9 @@ def load_agent(path: str | Path, device: torch.device | str = "cpu") -> LoadedAg
     return LoadedAgent(
         path=path,
         cfg=cfg,
-        net=net.to(device).eval(),
+        net=net.eval(),
         obs_shape=obs_shape,
         num_actions=num_actions,
-        task_names=[str(t) for t in payload["task_names"]],
+        task_names=task_names,
         global_step=int(counters.get("global_step", 0)),
     )

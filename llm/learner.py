@@ -1,12 +1,20 @@
 """The sequence-level learner: one sampled batch -> advantages -> method loss -> optimiser steps.
 
-All methods share this path (seed 000 §6-7): reward -> advantage ``A(x, y)`` -> per-sequence weights ->
-weighted teacher-forced NLL of the whole completion (GRPO: the clipped ratio surrogate instead).
+All methods share this path, the EM view of RL fine-tuning (an E-step weighs sampled completions, an
+M-step fits them by weighted maximum likelihood): reward -> advantage ``A(x, y)`` -> per-sequence
+weights -> weighted teacher-forced NLL of the whole completion (GRPO, Shao et al. 2024: PPO's clipped
+ratio surrogate, Schulman et al. 2017, eq. 7, instead).
 V-MPO is :func:`agent.vmpo.vmpo_sample_loss`, the Atari learner's own function, on per-completion
 log-probs and the per-token KL to the reference; the duals are :class:`agent.duals.LagrangeMultiplier`.
 
-Dropout (seed 000 §9): sampling and the ``pi_old``/``pi_ref`` forward passes run in eval mode; the
-M-step forward runs in train mode (dropout on) only when ``algo.mstep_dropout`` is set.
+Dropout (Srivastava et al. 2014): sampling and the ``pi_old``/``pi_ref`` forward passes run in eval mode;
+the M-step forward runs in train mode (dropout on) only when ``algo.mstep_dropout`` is set. The M-step
+weights are fixed by the E-step, so a dropout mask there gives an unbiased weighted-NLL gradient (no
+ratio of two forward passes, unlike PPO's).
+
+Metrics are named here, where they are computed, and logged verbatim by ``llm.trainer``: TRL's names
+under ``train/`` (``train/reward``, ``train/kl`` ...), the losses' own (``loss/...``, ``vmpo/...``,
+``dar/...``, ``awr/...``, ``ppo/...``), and ``sft/...`` for the warm start.
 
 Data parallel (torchrun, ``agent.distributed``): each rank samples its own prompts (whole groups stay on
 one rank), the E-step and batch means run over every rank's sequences, and the gradients of the policy,
@@ -107,7 +115,8 @@ class SequenceLearner(nn.Module):
 
     # ------------------------------------------------------------------ SFT warm start
     def sft_step(self, batch: Rollout) -> dict[str, float]:
-        """One SFT step: the EM special case ``q = delta(y)`` on the weighted-NLL M-step (seed 000 §6)."""
+        """One SFT step: the EM special case ``q(y'|x) = delta(y' = y)`` (every reference completion weight
+        1/B) on the weighted-NLL M-step; -> ``sft/loss``, ``sft/nll_per_token``."""
         self.policy.train(self.algo.mstep_dropout)
         token_lp, _, _ = completion_log_probs(self.policy, batch)
         seq_lp = sequence_log_probs(token_lp, batch.completion_mask)
@@ -175,7 +184,8 @@ class SequenceLearner(nn.Module):
         return loss, extras
 
     def update(self, rollout: Rollout, rewards: torch.Tensor) -> dict[str, float]:
-        """One RL update on a sampled batch; returns scalar metrics (TRL names where they exist)."""
+        """One RL update on a sampled batch; returns scalar metrics, named for logging (TRL's names under
+        ``train/`` where they exist, the method loss's own namespaces)."""
         a = self.algo
         mask = rollout.completion_mask
         rewards = rewards.float().to(mask.device)
@@ -221,22 +231,22 @@ class SequenceLearner(nn.Module):
             metrics.update({k: float(v) for k, v in extras.items()})
             metrics.update(
                 {
-                    "loss": float(self.axis.sum(loss)),
-                    "reward": float(self.axis.sum(rewards.mean()) / self.axis.world),  # all ranks
-                    "reward_std": float(rewards.std()) if rewards.numel() > 1 else 0.0,
-                    "frac_reward_zero_std": float(zero_std.float().mean()),
-                    "completions/mean_length": float(lengths.mean()),
-                    "completions/max_length": float(lengths.max()),
-                    "adv/mean": float(adv.mean()),
-                    "adv/std": float(adv.std()) if adv.numel() > 1 else 0.0,
-                    "grad_norm": float(grad_norm),
-                    "kl_old": float(
+                    "train/loss": float(self.axis.sum(loss)),
+                    "train/reward": float(self.axis.sum(rewards.mean()) / self.axis.world),  # all ranks
+                    "train/reward_std": float(rewards.std()) if rewards.numel() > 1 else 0.0,
+                    "train/frac_reward_zero_std": float(zero_std.float().mean()),
+                    "train/completions/mean_length": float(lengths.mean()),
+                    "train/completions/max_length": float(lengths.max()),
+                    "train/adv/mean": float(adv.mean()),
+                    "train/adv/std": float(adv.std()) if adv.numel() > 1 else 0.0,
+                    "train/grad_norm": float(grad_norm),
+                    "train/kl_old": float(
                         ((old_token_lp - token_lp.detach()) * mask).sum() / mask.sum().clamp_min(1)
                     ),
                 }
             )
             if "vmpo/kl_mean" in metrics:
-                metrics["kl"] = metrics["vmpo/kl_mean"]
+                metrics["train/kl"] = metrics["vmpo/kl_mean"]
         return metrics
 
     # ------------------------------------------------------------------ checkpoint state

@@ -3,7 +3,8 @@
 Run directory layout::
 
     <run_dir>/config.yaml                   the resolved LLMConfig
-    <run_dir>/events.out.tfevents.*         TensorBoard scalars (TRL names under train/, duals under vmpo/)
+    <run_dir>/events.out.tfevents.*         TensorBoard scalars, named by the learner (TRL names under
+                                            train/, duals under vmpo/) and logged verbatim
     <run_dir>/models/update_<n:09d>/        policy (+ tokenizer) via save_pretrained, written atomically
     <run_dir>/models/ref/                   the frozen reference pi_ref, when the method uses one
     <run_dir>/checkpoints/ckpt_<n:09d>.pt   optimisers, duals, value head, counters, RNG (agent.checkpoint)
@@ -42,7 +43,6 @@ __all__ = ["LLMTrainer", "evaluate", "make_task_from_config"]
 
 MODELS_DIR = "models"
 REF_DIR = "ref"
-NAMESPACES = ("vmpo", "dar", "awr", "ppo", "loss")
 
 
 def make_task_from_config(task_cfg: Any) -> Task:
@@ -165,14 +165,13 @@ class LLMTrainer:
         return path
 
     # ---------------------------------------------------------------- phases
-    def log(self, prefix: str, metrics: dict[str, float]) -> None:
-        """Scalars under ``prefix/`` (TRL's names: ``train/reward``, ``train/kl`` ...); keys already in an
-        algorithm namespace (``vmpo/eta``, ``loss/policy``, ``ppo/clipfrac`` ...) are logged as they are."""
+    def log(self, metrics: dict[str, float]) -> None:
+        """Rank 0 writes the scalars under their names, which the learner (``train/reward``, ``vmpo/eta``,
+        ``sft/loss`` ...) or this trainer (``eval/...``, ``dist/...``) gave them where they were computed."""
         if self.writer is None:
             return
         for key, value in metrics.items():
-            tag = key if "/" in key and key.split("/")[0] in NAMESPACES else f"{prefix}/{key}"
-            self.writer.add_scalar(tag, value, self._step())
+            self.writer.add_scalar(key, value, self._step())
 
     def evaluate(self) -> dict[str, float]:
         if not self.axis.is_main:
@@ -180,7 +179,7 @@ class LLMTrainer:
         s = self.cfg.sample
         result = evaluate(self.policy, self.codec, self.task, self.eval_examples, s.max_new_tokens,
                           temperature=s.temperature)  # fmt: skip
-        self.log("eval", result)
+        self.log({f"eval/{k}": v for k, v in result.items()})
         return result
 
     def sft(self) -> None:
@@ -190,7 +189,7 @@ class LLMTrainer:
             metrics = guarded(self.axis, self.run_dir, self.learner.sft_step, batch)
             self.counters.sft_steps += 1
             if self.counters.sft_steps % t.log_interval == 0:
-                self.log("sft", {k.split("/", 1)[1]: v for k, v in metrics.items()})
+                self.log(metrics)
 
     def train(self) -> dict[str, float]:
         """SFT (if not done), then RL up to ``train.iterations``; returns held-out rewards before/after RL."""
@@ -222,16 +221,16 @@ class LLMTrainer:
                     self.axis,
                     self.counters.num_updates,
                 )
-                self.log("dist", {"replicas_in_sync": 1.0})
+                self.log({"dist/replicas_in_sync": 1.0})
             self.counters.wall_time = time.time() - start
             if self.counters.num_updates % t.log_interval == 0:
-                self.log("train", metrics)
+                self.log(metrics)
             if self.counters.num_updates % t.eval_interval == 0:
                 self.evaluate()
             if self.counters.num_updates % t.checkpoint_interval == 0:
                 self.save()
             bar.update(1)
-            bar.set_postfix(reward=f"{metrics['reward']:.3f}")
+            bar.set_postfix(reward=f"{metrics['train/reward']:.3f}")
         bar.close()
         after = self.evaluate()
         self.save()

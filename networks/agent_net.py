@@ -51,7 +51,7 @@ class AgentNet(nn.Module):
         if cfg.init == "orthogonal":
             self._orthogonal_init()
         # bf16 autocast of torso + core (networks/precision.py); the heads and all outputs stay fp32.
-        # Set by the trainer from ``train.bf16``; copied with the module (target network).
+        # Set by agent.builder.build_net from ``train.bf16``; copied with the module (target network).
         self.bf16 = False
 
     def _orthogonal_init(self) -> None:

@@ -43,6 +43,7 @@ def main(out: str) -> None:
     _, learner = build()
     learner.distribute(axis)
     actor = Actor(env, ref_net, torch.device("cpu"))
+    reference.actor = actor  # the reference's updates refresh the actor's cache
     columns = torch.arange(axis.rank * 2, axis.rank * 2 + 2)
     ref_metrics, metrics = [], []
     for _ in range(UPDATES):
@@ -51,7 +52,6 @@ def main(out: str) -> None:
         traj = dataclasses.replace(traj, task_id=torch.arange(4).remainder(2).expand_as(traj.task_id).clone())
         ref_metrics.append(reference.update(traj))
         metrics.append(learner.update(traj.select(columns)))
-        actor.refresh()
     torch.save(
         {
             "sequence": sequence_vmpo(axis),

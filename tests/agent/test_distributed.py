@@ -81,7 +81,7 @@ def test_env_slots_split_evenly_over_ranks_or_fail_in_one_line():
 
 COMPARED = (
     "loss/total", "loss/policy", "loss/eta", "loss/alpha", "loss/value", "vmpo/eta", "vmpo/alpha",
-    "vmpo/kl_mean", "vmpo/num_selected", "policy/entropy", "popart/mu_1", "popart/sigma_0",
+    "vmpo/kl_mean", "vmpo/num_selected", "policy/entropy", "popart/mu/1", "popart/sigma/0",
 )  # fmt: skip
 
 

@@ -8,7 +8,7 @@ import copy
 import pytest
 import torch
 
-from agent.learner import PPOLearner
+from agent.learner import PPOBatch, PPOLearner, StepOutput
 from agent.train import build_config
 from agent.trainer import Trainer
 from configs import ConfigError, load_config
@@ -76,13 +76,13 @@ def test_sample_minibatches_split_all_steps(tmp_path):
     learner = trainer.learner
     assert learner.minibatch_over_samples
     seen = []
-    original = learner._compute_loss
+    original = learner.loss_fn
 
-    def spy(mb, *rest):
-        seen.append(mb.action.shape)
-        return original(mb, *rest)
+    def spy(batch: PPOBatch) -> StepOutput:
+        seen.append(batch.traj.action.shape)
+        return original(batch)
 
-    learner._compute_loss = spy
+    learner.loss_fn = spy
     learner.update(traj)
     T, B = traj.action.shape
     assert seen == [(1, T * B // 4)] * (4 * trainer.cfg.algo.ppo.update_epochs)

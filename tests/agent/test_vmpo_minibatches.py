@@ -7,7 +7,7 @@ import copy
 
 import torch
 
-from agent.learner import VMPOLearner
+from agent.learner import StepOutput, VMPOBatch, VMPOLearner
 from tests.agent.test_ppo_minibatches import trainer_and_unroll
 from tests.agent.test_trainer import TINY
 
@@ -25,13 +25,13 @@ def test_minibatches_split_env_columns_one_step_each(tmp_path):
     trainer, traj = trainer_and_unroll(tmp_path, *VMPO, "algo.vmpo.update_epochs=3")
     learner = learner_copy(trainer, num_minibatches=2)
     seen = []
-    original = learner._compute_loss
+    original = learner.loss_fn
 
-    def spy(mb, target_logits):
-        seen.append((tuple(mb.action.shape), tuple(target_logits.shape[:2])))
-        return original(mb, target_logits)
+    def spy(batch: VMPOBatch) -> StepOutput:
+        seen.append((tuple(batch.traj.action.shape), tuple(batch.target_logits.shape[:2])))
+        return original(batch)
 
-    learner._compute_loss = spy
+    learner.loss_fn = spy
     learner.update(traj)
     T, B = traj.action.shape
     assert seen == [((T, B // 2), (T, B // 2))] * 6  # 3 epochs x 2 minibatches of whole columns
@@ -57,9 +57,10 @@ def test_lambda_one_targets_equal_the_full_n_step_targets(tmp_path):
     T = traj.unroll_length
     assert trainer.cfg.algo.n_step == T
     target_logits = trainer.net.unroll(*traj.inputs())[0][:T].detach()
-    nstep = learner_copy(trainer)._loss(traj, target_logits)
-    lam1 = learner_copy(trainer, gae_lambda=1.0)._loss(traj, target_logits)
-    lam95 = learner_copy(trainer, gae_lambda=0.95)._loss(traj, target_logits)
-    torch.testing.assert_close(lam1[2], nstep[2], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(lam1[0], nstep[0], atol=1e-5, rtol=1e-5)
-    assert float((lam95[2] - nstep[2]).abs().max()) > 1e-4  # lambda < 1 changes the targets
+    batch = VMPOBatch(traj, target_logits)
+    nstep = learner_copy(trainer).loss_fn(batch)
+    lam1 = learner_copy(trainer, gae_lambda=1.0).loss_fn(batch)
+    lam95 = learner_copy(trainer, gae_lambda=0.95).loss_fn(batch)
+    torch.testing.assert_close(lam1.returns, nstep.returns, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(lam1.loss, nstep.loss, atol=1e-5, rtol=1e-5)
+    assert float((lam95.returns - nstep.returns).abs().max()) > 1e-4  # lambda < 1 changes the targets

@@ -176,15 +176,15 @@ def test_resume_falls_back_from_a_corrupt_newest_checkpoint(tmp_path, reliabilit
 
 
 def test_non_finite_updates_are_skipped_then_the_run_stops(tmp_path, reliability, monkeypatch, capsys):
-    original = VMPOLearner._loss
+    original = VMPOLearner.forward
     calls = {"n": 0}
 
-    def poisoned(self, traj, target_logits):
-        loss, metrics, returns = original(self, traj, target_logits)
+    def poisoned(self, batch):
+        out = original(self, batch)
         calls["n"] += 1
-        return (loss * float("nan") if calls["n"] > 2 else loss), metrics, returns
+        return out._replace(loss=out.loss * float("nan")) if calls["n"] > 2 else out
 
-    monkeypatch.setattr(VMPOLearner, "_loss", poisoned)
+    monkeypatch.setattr(VMPOLearner, "forward", poisoned)
     args = [*TINY, f"train.run_dir={tmp_path}", "train.run_name=r", "train.total_steps=100000",
             "algo.vmpo.update_epochs=1", "train.max_consecutive_skips=3",
             "train.checkpoint_interval=1"]  # fmt: skip
