@@ -25,6 +25,7 @@ PopArt statistics take from the last epoch's forward pass.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -61,6 +62,10 @@ class VMPOBatch:
 
     traj: Trajectory  # [T+1, B] inputs, [T, B] actions, rewards and mask
     target_logits: torch.Tensor  # [T, B, A] pi_old (the target network), no gradient
+    # algo.vmpo.fixed_advantages: G (unnormalised) and A (PopArt-normalised) [T, B] of the parameters that
+    # acted, computed once per update; None: both from this minibatch's forward
+    returns: torch.Tensor | None = None
+    advantages: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -244,17 +249,10 @@ class VMPOLearner(Learner):
         v_norm = task_values(values.float(), traj.task_id)  # [T+1, B]
         popart = self.net.popart if cfg.popart else None
         v = popart.unnormalize(v_norm, traj.task_id) if popart is not None else v_norm
-        if cfg.vmpo.gae_lambda > 0:  # TD(lambda) targets G^lambda = A^GAE + V (algo.vmpo.gae_lambda)
-            returns = gae(
-                traj.reward, v.detach(), traj.terminated, traj.truncated, cfg.discount,
-                cfg.vmpo.gae_lambda,
-            )[1]  # fmt: skip
-        else:
-            returns = n_step_returns(
-                traj.reward, v.detach(), traj.terminated, traj.truncated, cfg.discount, cfg.n_step
-            )  # G_t [T, B], unnormalised
+        returns = self._returns(traj, v) if batch.returns is None else batch.returns  # G_t [T, B]
         target = popart.normalize(returns, traj.task_id[:T]) if popart is not None else returns
-        advantages = (target - v_norm[:T]).detach()  # A = G - V (normalised with PopArt)
+        # A = G - V (normalised with PopArt)
+        advantages = (target - v_norm[:T]).detach() if batch.advantages is None else batch.advantages
         axis = self.axis
         # 0.5 (G - V)^2, this rank's share of the mean over the global batch
         value_loss = cfg.value_coef * axis.mean_share((target - v_norm[:T]) ** 2, traj.mask)
@@ -273,18 +271,47 @@ class VMPOLearner(Learner):
         })  # fmt: skip
         return StepOutput(loss, metrics, returns)
 
+    def _returns(self, traj: Trajectory, v: torch.Tensor) -> torch.Tensor:
+        """Critic targets G [T, B], unnormalised, bootstrapped on the values ``v`` [T+1, B] (no gradient):
+        n-step (the paper's), or TD(lambda) ``G^lambda = A^GAE + V`` with ``algo.vmpo.gae_lambda > 0``."""
+        cfg = self.cfg
+        if cfg.vmpo.gae_lambda > 0:
+            return gae(
+                traj.reward, v.detach(), traj.terminated, traj.truncated, cfg.discount, cfg.vmpo.gae_lambda
+            )[1]
+        return n_step_returns(
+            traj.reward, v.detach(), traj.terminated, traj.truncated, cfg.discount, cfg.n_step
+        )
+
+    @torch.no_grad()
+    def _acting_targets(self, traj: Trajectory) -> tuple[torch.Tensor, torch.Tensor]:
+        """G (unnormalised) and A (PopArt-normalised) [T, B] from the parameters that acted, before any
+        gradient step of this update (as PPO's advantages): with several epochs, each minibatch's own
+        forward has a value head already fitted to these returns, which shrinks A towards noise."""
+        T, popart = traj.unroll_length, self.net.popart if self.cfg.popart else None
+        v_norm = task_values(self.net.unroll(*traj.inputs())[1].float(), traj.task_id)  # [T+1, B]
+        v = popart.unnormalize(v_norm, traj.task_id) if popart is not None else v_norm
+        returns = self._returns(traj, v)
+        target = popart.normalize(returns, traj.task_id[:T]) if popart is not None else returns
+        return returns, target - v_norm[:T]
+
     def update(self, traj: Trajectory) -> Metrics:
         """pi_old's logits, ``update_epochs`` x minibatches of (loss_fn, Adam step, dual projection), then
         PopArt statistics, the target network every ``target_update_period`` updates, the actor's cache."""
         cfg, T = self.cfg, traj.unroll_length
         with torch.no_grad():
             target_logits = self.target_net.unroll(*traj.inputs())[0][:T]  # pi_old [T, B, A]
+        fixed = self._acting_targets(traj) if cfg.vmpo.fixed_advantages else None
         split = cfg.vmpo.num_minibatches > 1  # whole env columns, as PPO's minibatch_over=envs
         returns = torch.zeros_like(traj.reward)  # [T, B]: each column's G from the last epoch
         for _ in range(cfg.vmpo.update_epochs):
             parts = column_minibatches(traj.action, cfg.vmpo.num_minibatches) if split else (slice(None),)
             for index in parts:
                 batch = VMPOBatch(traj.select(index) if split else traj, target_logits[:, index])
+                if fixed is not None:
+                    batch = dataclasses.replace(
+                        batch, returns=fixed[0][:, index], advantages=fixed[1][:, index]
+                    )
                 loss, step_metrics, step_returns = self.loss_fn(batch)
                 returns[:, index] = step_returns
                 metrics = {**as_floats(step_metrics), **self._optimizer_step(loss)}  # read before the step

@@ -171,6 +171,10 @@ class VMPOConfig:
     # none; PPO's c_2 of Schulman et al. 2017, eq. 9, as a counterweight to the sharpening of weighted
     # maximum likelihood refitted over several epochs).
     ent_coef: float = 0.0
+    # Advantages and critic targets computed once per update from the parameters that acted (as PPO's),
+    # instead of from each minibatch's forward, whose value head earlier epochs have already fitted to
+    # these returns (false: the paper's single step per batch makes the two the same).
+    fixed_advantages: bool = False
 
     def __post_init__(self) -> None:
         check_range("algo.vmpo.topk_fraction", self.topk_fraction, 0.0, 1.0, low_inclusive=False)

@@ -64,3 +64,34 @@ def test_lambda_one_targets_equal_the_full_n_step_targets(tmp_path):
     torch.testing.assert_close(lam1.returns, nstep.returns, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(lam1.loss, nstep.loss, atol=1e-5, rtol=1e-5)
     assert float((lam95.returns - nstep.returns).abs().max()) > 1e-4  # lambda < 1 changes the targets
+
+
+def test_fixed_advantages_are_the_acting_parameters_and_do_not_drift(tmp_path):
+    """algo.vmpo.fixed_advantages: each step gets the G and A that the parameters which acted give before
+    the first step, so every epoch's E-step sees the same advantages; the first step's loss is the one
+    the per-step forward computes (same parameters then). Without it, A drifts as the value head is
+    fitted over the epochs."""
+    trainer, traj = trainer_and_unroll(tmp_path, *VMPO, "algo.vmpo.update_epochs=3")
+    T = traj.unroll_length
+    fixed, free = learner_copy(trainer, fixed_advantages=True), learner_copy(trainer)
+    target_logits = trainer.net.unroll(*traj.inputs())[0][:T].detach()
+    first_free = free.loss_fn(VMPOBatch(traj, target_logits))
+    first_fixed = fixed.loss_fn(VMPOBatch(traj, target_logits, *fixed._acting_targets(traj)))
+    torch.testing.assert_close(first_fixed.loss, first_free.loss, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(first_fixed.returns, first_free.returns, atol=1e-5, rtol=1e-5)
+
+    adv_means = {}
+    for name, learner in (("fixed", fixed), ("free", free)):
+        seen = []
+        original = learner.loss_fn
+
+        def spy(batch: VMPOBatch, original=original, seen=seen) -> StepOutput:
+            out = original(batch)
+            seen.append(float(out.metrics["vmpo/adv_mean"]))
+            return out
+
+        learner.loss_fn = spy
+        learner.update(traj)
+        adv_means[name] = seen
+    assert len(adv_means["fixed"]) == 3 and len(set(adv_means["fixed"])) == 1  # the same A each epoch
+    assert max(adv_means["free"]) - min(adv_means["free"]) > 1e-5  # A moves with the fitted value head
