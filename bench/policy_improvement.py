@@ -50,19 +50,25 @@ class Bandit:
         return BASE_SCALE * (s @ self.w_base) + DELTA * (a == self.best(s)).float() + NOISE * noise
 
 
-def vmpo_update(pi, value, opt, duals, dual_opt, target, s, a, r, epochs: int, minibatches: int = 1) -> None:
+def vmpo_update(
+    pi, value, opt, duals, dual_opt, target, s, a, r, epochs: int, minibatches: int = 1, *,
+    eps_alpha: float = 0.005, ent_coef: float = 0.0, fixed_advantages: bool = False,
+) -> None:  # fmt: skip
     """``epochs`` x ``minibatches`` steps of the V-MPO loss (E-step top half, eta, alpha) plus the value
-    loss; each minibatch (a random split of the batch) takes one step with its own E-step."""
+    loss; each minibatch (a random split of the batch) takes one step with its own E-step. The advantage
+    is ``r - V(s)`` of the value before the update (``fixed_advantages``) or of each step's value."""
     eta, alpha = duals
     with torch.no_grad():
         target_logits = target(s)
+        adv_before = r - value(s).squeeze(-1)
     for _ in range(epochs):
         for idx in torch.randperm(len(s)).view(minibatches, -1):
             v = value(s[idx]).squeeze(-1)
+            adv = adv_before[idx] if fixed_advantages else (r[idx] - v).detach()
             loss, _ = vmpo_loss(
-                pi(s[idx])[None], target_logits[idx][None], a[idx][None], (r[idx] - v).detach()[None],
+                pi(s[idx])[None], target_logits[idx][None], a[idx][None], adv[None],
                 torch.ones(1, len(idx), dtype=torch.bool), temperature=Penalty(eta.value(), 0.02),
-                trust_region=Penalty(alpha.value(), 0.005), topk_fraction=0.5,
+                trust_region=Penalty(alpha.value(), eps_alpha), topk_fraction=0.5, ent_coef=ent_coef,
             )  # fmt: skip
             opt.zero_grad()
             dual_opt.zero_grad()
@@ -98,11 +104,13 @@ def improvement(
     alpha_init: float = 5.0,
     target_period: int = TARGET_PERIOD,
     minibatches: int = 1,
+    **vmpo_options: float | bool,
 ) -> float:
     """Mean ``pi(a*|s)`` of the behaviour policy over the last 20% of ``updates`` learner updates.
 
     V-MPO's pi_old (the KL trust region's reference) is refreshed every ``target_period`` updates:
-    1 makes it the policy that sampled the batch, as PPO's pi_old."""
+    1 makes it the policy that sampled the batch, as PPO's pi_old. ``vmpo_options``: ``eps_alpha``,
+    ``ent_coef``, ``fixed_advantages`` of :func:`vmpo_update`."""
     torch.manual_seed(seed)
     bandit = Bandit(seed)
     pi = nn.Sequential(nn.Linear(STATE_DIM, 64), nn.ReLU(), nn.Linear(64, NUM_ACTIONS))
@@ -121,7 +129,7 @@ def improvement(
         p_best.append(probs.gather(1, bandit.best(s)[:, None]).mean().item())
         r = bandit.reward(s, a)
         if algo == "vmpo":
-            vmpo_update(pi, value, opt, duals, dual_opt, target, s, a, r, epochs, minibatches)
+            vmpo_update(pi, value, opt, duals, dual_opt, target, s, a, r, epochs, minibatches, **vmpo_options)
             if (u + 1) % target_period == 0:
                 target.load_state_dict(pi.state_dict())
         else:
@@ -138,18 +146,22 @@ def run(quick: bool) -> list[Row]:
             "policy_improvement", f"PPO lr 2.5e-4, 16 steps/batch: pi(a*), last 20% of {updates} updates", ppo
         )
     ]
-    variants = (  # lr, epochs, alpha_init, target period, minibatches, what
-        (2e-4, 1, 5.0, TARGET_PERIOD, 1, "the paper's 1 step"),
-        (2e-4, 4, 5.0, TARGET_PERIOD, 1, "4 steps"),
-        (2e-4, 4, 0.01, TARGET_PERIOD, 1, "4 steps, alpha from 0.01: is the trust region the brake?"),
-        (1e-3, 4, 5.0, TARGET_PERIOD, 1, "atari_cpu before target_update_period=1"),
-        (1e-3, 4, 5.0, 1, 1, "pi_old refreshed every update"),
-        (1e-3, 4, 5.0, 1, 4, "pi_old every update, 4 epochs x 4 minibatches"),
+    now = {"eps_alpha": 0.005}
+    variants = (  # lr, epochs, alpha_init, target period, minibatches, options, what
+        (2e-4, 1, 5.0, TARGET_PERIOD, 1, now, "the paper's 1 step"),
+        (2e-4, 4, 5.0, TARGET_PERIOD, 1, now, "4 steps"),
+        (2e-4, 4, 0.01, TARGET_PERIOD, 1, now, "4 steps, alpha from 0.01: is the trust region the brake?"),
+        (1e-3, 4, 5.0, TARGET_PERIOD, 1, now, "atari_cpu before target_update_period=1"),
+        (1e-3, 4, 5.0, 1, 1, now, "pi_old refreshed every update"),
+        (1e-3, 4, 5.0, 1, 4, now, "pi_old every update, 4 epochs x 4 minibatches"),
+        (1e-3, 4, 5.0, 1, 4, {"eps_alpha": 0.02}, "4 x 4, eps_alpha 0.02"),
+        (1e-3, 4, 5.0, 1, 4, {"eps_alpha": 0.005, "ent_coef": 0.01}, "4 x 4, entropy bonus 0.01"),
+        (1e-3, 4, 5.0, 1, 4, {"eps_alpha": 0.005, "fixed_advantages": True}, "4 x 4, advantages fixed"),
     )
-    for lr, epochs, alpha_init, period, minibatches, what in variants:
+    for lr, epochs, alpha_init, period, minibatches, options, what in variants:
         gain = improvement(
             "vmpo", lr, epochs, updates, alpha_init=alpha_init, target_period=period,
-            minibatches=minibatches,
+            minibatches=minibatches, **options,
         )  # fmt: skip
         rows.append(
             Row(
