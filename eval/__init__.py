@@ -10,4 +10,7 @@ Entry points: ``python -m eval.evaluate`` (one checkpoint on a suite) and ``pyth
 - ``runner``: the batched evaluation loop (reuses ``agent.rollout.Actor``).
 - ``report``: ``scores.csv`` and ``summary.md`` (and reading them back).
 - ``plots``, ``video``: PNG charts and mp4 videos.
+- ``results`` (``python -m eval.results``): learning curves and tables of training runs; ``runlogs``: reading
+  run directories, grouping them by config keys, and the seed statistics (t and Welch intervals) that
+  ``eval.results`` and ``llm.compare`` share (numpy only, so ``llm`` may import it).
 """

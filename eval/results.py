@@ -38,15 +38,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from configs import config_to_dict
 from configs.schema import ALGOS, Config
 from envs.atari import PROTOCOLS
+from eval.runlogs import find_runs, tail_mean, variant_label
 
 RETURN_TAG = "charts/episodic_return"
 ENTROPY_TAG = "policy/entropy"
-
-
-def tail_mean(values: np.ndarray, tail: float) -> float:
-    """Mean of the last ``tail`` fraction of ``values`` (at least one point)."""
-    n = max(1, math.ceil(len(values) * tail))
-    return float(np.mean(values[-n:]))
 
 
 @dataclass
@@ -77,18 +72,9 @@ class RunLog:
         which is what that run ran with; a key the schema does not know is a ``ValueError``. Keys of
         another algorithm's section (``algo.ppo.*`` on a V-MPO run) do not label the run.
         """
-        parts = []
-        for key in keys:
-            section = key.split(".")
-            if section[0] == "algo" and len(section) > 2 and section[1] in ALGOS and section[1] != self.algo:
-                continue
-            value = _config_value(self.config or {}, key)
-            if value is _MISSING:
-                value = _config_value(config_to_dict(Config()), key)
-            if value is _MISSING:
-                raise ValueError(f"run '{self.path}' has no config key '{key}' (--group-by)")
-            parts.append(f"{key}={value}")
-        return dataclasses.replace(self, variant=f"[{' '.join(parts)}]" if parts else "")
+        defaults = config_to_dict(Config())
+        variant = variant_label(self.config or {}, keys, defaults, self.algo, ALGOS, self.path)
+        return dataclasses.replace(self, variant=variant)
 
     @property
     def group(self) -> tuple[str, str, str]:
@@ -119,19 +105,6 @@ class RunLog:
         if self.entropy is None or not len(self.entropy):
             return math.nan
         return tail_mean(self.entropy, tail)
-
-
-_MISSING = object()
-
-
-def _config_value(config: dict, key: str) -> object:
-    """The value at dotted ``key`` of a nested config dict, or ``_MISSING``."""
-    node: object = config
-    for name in key.split("."):
-        if not isinstance(node, dict) or name not in node:
-            return _MISSING
-        node = node[name]
-    return node
 
 
 SUMMARY_VERSION = 1
@@ -299,20 +272,6 @@ def plot_curves(runs: list[RunLog], path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-def find_runs(paths: list[str]) -> list[Path]:
-    """Run directories or ``.json`` summaries named directly, or found one level below a named folder."""
-    found = []
-    for name in paths:
-        path = Path(name)
-        if (path / "config.yaml").is_file() or (path.suffix == ".json" and path.is_file()):
-            found.append(path)
-        elif path.is_dir():
-            found += sorted(p for p in path.iterdir() if (p / "config.yaml").is_file() or p.suffix == ".json")
-        else:
-            raise ValueError(f"'{path}' does not exist")
-    return found
 
 
 def main(argv: list[str] | None = None) -> int:
