@@ -23,6 +23,7 @@ import argparse
 import dataclasses
 import json
 import math
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -255,20 +256,21 @@ def bucket_table(runs: list[RunLog], width: int) -> str:
 
 def plot_curves(runs: list[RunLog], path: Path, title: str) -> None:
     """Return vs env steps (Atari: frames): mean over seeds (line), min-max over seeds (band)."""
-    fig, ax = plt.subplots(figsize=(7, 4.2))
     groups = group_runs(runs)
+    fig, ax = plt.subplots(figsize=(8, 4.2 + 0.2 * len(groups)))  # legend below the axes, a line each
     frames = any(r.frame_skip > 1 for r in runs)  # Atari: x in emulator frames, as budgets are quoted
     for (_, algo, core), members in sorted(groups.items()):
         xs = [r.steps * (r.frame_skip if frames else 1) for r in members]
         grid = np.linspace(0, min(x[-1] for x in xs), 100)
         curves = np.stack([np.interp(grid, x, r.returns) for x, r in zip(xs, members)])
-        (line,) = ax.plot(grid, curves.mean(0), label=f"{algo} + {core} ({len(members)} seeds)")
+        short = re.sub(r"[\w.]*\.(\w+)=", r"\1=", core)  # --group-by labels: the key's last part
+        (line,) = ax.plot(grid, curves.mean(0), label=f"{algo} + {short} ({len(members)} seeds)")
         ax.fill_between(grid, curves.min(0), curves.max(0), color=line.get_color(), alpha=0.2)
     ax.set_xlabel("emulator frames" if frames else "environment steps")
     ax.set_ylabel("episodic return (unclipped)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.14), frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
