@@ -18,12 +18,12 @@ import resource
 
 import torch
 
-from agent.learner import make_learner
+from agent.builder import build_net
+from agent.learner import Learner, make_learner
 from agent.rollout import Trajectory
 from bench.common import Row, main
-from configs import load_config
+from configs import Config, load_config
 from networks.agent_net import AgentNet
-from networks.precision import resolve_bf16
 
 OBS, ACTIONS = (4, 84, 84), 18
 
@@ -84,14 +84,17 @@ def trajectory(net: AgentNet, T: int, B: int, device: torch.device) -> Trajector
     )
 
 
+def _net_and_learner(cfg: Config, device: torch.device) -> tuple[AgentNet, Learner]:
+    """The trainer's network (precision from ``train.bf16`` for ``device``) and its learner."""
+    net = build_net(cfg, OBS, ACTIONS, device=device)
+    return net, make_learner(net, cfg.algo).to(device)  # .to keeps Adam's parameters
+
+
 def run(quick: bool) -> list[Row]:
     T, B = (8, 2) if quick else (63, 16)
     cfg = load_config("atari_vmpo", [f"algo.unroll_length={T}", f"algo.n_step={T}"])
     torch.manual_seed(0)
-    net = AgentNet(cfg.net, OBS, ACTIONS)
-    net.bf16 = resolve_bf16(cfg.train.bf16, torch.device("cpu"))  # as the trainer does
-    learner = make_learner(net, cfg.algo)
-    learner.build_optimizer()
+    net, learner = _net_and_learner(cfg, torch.device("cpu"))
     traj = trajectory(net, T, B, torch.device("cpu"))
     learner.update(traj)  # warm-up: Adam state, allocator pools
     held = state_bytes(learner)
@@ -108,10 +111,7 @@ def run(quick: bool) -> list[Row]:
     ]  # fmt: skip
     if torch.cuda.is_available():
         dev = torch.device("cuda")
-        net_c = AgentNet(cfg.net, OBS, ACTIONS).to(dev)
-        net_c.bf16 = resolve_bf16(cfg.train.bf16, dev)
-        learner_c = make_learner(net_c, cfg.algo).to(dev)
-        learner_c.build_optimizer()
+        net_c, learner_c = _net_and_learner(cfg, dev)
         traj_c = trajectory(net_c, T, B, dev)
         learner_c.update(traj_c)
         torch.cuda.synchronize()
