@@ -231,10 +231,16 @@ class VMPOLearner(Learner):
         self.target_net = copy.deepcopy(net).requires_grad_(False)
         self.eta = LagrangeMultiplier(v.eta_init, v.dual_param, v.dual_eps_min)  # temperature of psi
         self.alpha = LagrangeMultiplier(v.alpha_init, v.dual_param, v.dual_eps_min)  # KL trust region
+        # entropy floor (algo.vmpo.min_entropy > 0): mean H(pi) >= min_entropy
+        self.beta = (
+            LagrangeMultiplier(v.beta_init, v.dual_param, v.dual_eps_min) if v.min_entropy > 0 else None
+        )
         self.build_optimizer()
 
     def _param_groups(self) -> list[dict]:
-        duals = list(self.eta.parameters()) + list(self.alpha.parameters())
+        duals = [
+            p for dual in (self.eta, self.alpha, self.beta) if dual is not None for p in dual.parameters()
+        ]
         return [*super()._param_groups(), {"params": duals, "lr": self.cfg.vmpo.dual_lr, "name": "duals"}]
 
     def forward(self, batch: VMPOBatch) -> StepOutput:
@@ -257,11 +263,12 @@ class VMPOLearner(Learner):
         # 0.5 (G - V)^2, this rank's share of the mean over the global batch
         value_loss = cfg.value_coef * axis.mean_share((target - v_norm[:T]) ** 2, traj.mask)
         v_cfg = cfg.vmpo
+        floor = None if self.beta is None else Penalty(self.beta.value(), v_cfg.min_entropy)
         policy_loss, metrics = vmpo_loss(
             logits[:T], batch.target_logits, traj.action, advantages, traj.mask,
             temperature=Penalty(self.eta.value(), v_cfg.eps_eta),
             trust_region=Penalty(self.alpha.value(), v_cfg.eps_alpha),
-            topk_fraction=v_cfg.topk_fraction, ent_coef=v_cfg.ent_coef, axis=axis,
+            topk_fraction=v_cfg.topk_fraction, ent_coef=v_cfg.ent_coef, entropy_floor=floor, axis=axis,
         )  # fmt: skip
         loss = value_loss + policy_loss
         metrics.update({
@@ -315,8 +322,9 @@ class VMPOLearner(Learner):
                 loss, step_metrics, step_returns = self.loss_fn(batch)
                 returns[:, index] = step_returns
                 metrics = {**as_floats(step_metrics), **self._optimizer_step(loss)}  # read before the step
-                self.eta.project_()
-                self.alpha.project_()
+                for dual in (self.eta, self.alpha, self.beta):
+                    if dual is not None:
+                        dual.project_()
         if cfg.popart:
             metrics.update(self._update_popart(returns, traj))
         self.num_updates += 1

@@ -58,6 +58,7 @@ __all__ = [
     "e_step_diagnostics",
     "e_step_weights",
     "effective_sample_size",
+    "entropy_floor_loss",
     "policy_loss",
     "temperature_loss",
     "topk_mask",
@@ -289,6 +290,46 @@ def trust_region_loss(
     return loss, extras
 
 
+def entropy_floor_loss(
+    beta: torch.Tensor | float,
+    entropy: torch.Tensor,
+    valid: torch.Tensor,
+    min_entropy: float,
+    axis: BatchAxis = LOCAL,
+) -> tuple[torch.Tensor, Extras]:
+    r"""A lower bound on the policy's mean entropy, ``mean H(pi_theta) >= H_min``, with Lagrange multiplier
+    ``beta`` (the constrained form of an entropy bonus, as the automatic temperature of Haarnoja et al. 2018,
+    "Soft Actor-Critic Algorithms and Applications", §5; written as V-MPO writes its trust region, eq. 5):
+
+    .. math::
+        \mathcal{L}_\beta(\theta, \beta) = \beta\,(\mathrm{sg}[\bar H] - H_{min})
+            - \mathrm{sg}[\beta]\,\bar H, \qquad \bar H = \operatorname{mean}_{\text{valid}} H(\pi_\theta).
+
+    ``dL/dbeta = H - H_min``: negative when the entropy is below the floor, so gradient descent grows
+    ``beta``, which then weighs the entropy bonus ``sg[beta] * H`` of the policy; above the floor ``beta``
+    decays to its minimum and the policy loss is V-MPO's own.
+
+    Args:
+        beta: multiplier ``beta > 0``, 0-d tensor carrying the gradient (or a float).
+        entropy: ``[N]`` per-state ``H(pi_theta(.|s))`` carrying the gradient.
+        valid: ``[N]`` bool/0-1 mask of real transitions.
+        min_entropy: the floor ``H_min`` in nats (``ln |A|`` is the uniform policy's entropy).
+        axis: the batch axis over ranks (global mean; this rank's share of the loss).
+
+    Returns:
+        ``(loss, extras)``: 0-d fp32 loss (0 if nothing is valid); extras ``"loss/beta"``, ``"vmpo/beta"``.
+    """
+    entropy = entropy.float()
+    v = valid.bool()
+    beta_t = _as_fp32_scalar(beta, entropy)
+    h_share = axis.mean_share(entropy, v)  # this rank's part of the global mean entropy
+    h_mean = axis.sum(h_share).detach()  # sg[H-bar], the same on every rank
+    loss = beta_t * (h_mean - min_entropy) / axis.world - beta_t.detach() * h_share
+    any_valid = axis.sum(v.sum()) > 0
+    loss = torch.where(any_valid, loss, torch.zeros_like(loss))
+    return loss, {"loss/beta": axis.sum(loss.detach()), "vmpo/beta": beta_t.detach()}
+
+
 class Penalty(NamedTuple):
     """A Lagrange multiplier together with the bound of its constraint (Song et al. 2019, eqs. 4-5: ``eta``
     with ``epsilon_eta``, ``alpha`` with ``epsilon_alpha``), so that the two can never be swapped apart."""
@@ -406,6 +447,7 @@ def vmpo_loss(
     trust_region: Penalty,
     topk_fraction: float,
     ent_coef: float = 0.0,
+    entropy_floor: Penalty | None = None,
     axis: BatchAxis = LOCAL,
 ) -> LossOutput:
     """V-MPO's policy side for discrete actions (Song et al. 2019, eqs. 2-5): the per-step
@@ -427,6 +469,8 @@ def vmpo_loss(
             (0: the paper's V-MPO, which has none). Weighted maximum likelihood on a few hundred selected
             samples, refitted for several epochs, sharpens the policy even when the advantages carry no
             signal; the bonus is PPO's counterweight (Schulman et al. 2017, eq. 9).
+        entropy_floor: ``Penalty(beta, H_min)``: the constraint ``mean H(pi_theta) >= H_min`` with its
+            multiplier (:func:`entropy_floor_loss`); ``None``: no floor (the paper's V-MPO).
 
     Returns:
         :class:`LossOutput` with :func:`vmpo_sample_loss`'s metrics and ``policy/entropy`` (mean over
@@ -447,5 +491,11 @@ def vmpo_loss(
     entropy_share = axis.mean_share(entropy, mask)  # this rank's share of the global masked mean
     if ent_coef > 0:
         loss = loss - ent_coef * entropy_share
+    if entropy_floor is not None:
+        loss_beta, metrics_beta = entropy_floor_loss(
+            entropy_floor.value, entropy, mask, entropy_floor.epsilon, axis
+        )
+        loss = loss + loss_beta
+        metrics.update(metrics_beta)
     metrics["policy/entropy"] = axis.sum(entropy_share.detach())
     return LossOutput(loss, metrics)

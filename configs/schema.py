@@ -175,6 +175,10 @@ class VMPOConfig:
     # instead of from each minibatch's forward, whose value head earlier epochs have already fitted to
     # these returns (false: the paper's single step per batch makes the two the same).
     fixed_advantages: bool = False
+    # Entropy floor: mean H(pi) >= min_entropy nats, enforced by a Lagrange multiplier beta (started at
+    # beta_init, stepped with the other duals); 0: off (the paper's V-MPO).
+    min_entropy: float = 0.0
+    beta_init: float = 0.01
 
     def __post_init__(self) -> None:
         check_range("algo.vmpo.topk_fraction", self.topk_fraction, 0.0, 1.0, low_inclusive=False)
@@ -190,6 +194,8 @@ class VMPOConfig:
         check_range("algo.vmpo.num_minibatches", self.num_minibatches, 1)
         check_range("algo.vmpo.gae_lambda", self.gae_lambda, 0.0, 1.0)
         check_range("algo.vmpo.ent_coef", self.ent_coef, 0.0)
+        check_range("algo.vmpo.min_entropy", self.min_entropy, 0.0)
+        check_range("algo.vmpo.beta_init", self.beta_init, 0.0, low_inclusive=False)
 
 
 @dataclass

@@ -12,6 +12,7 @@ from agent.vmpo import (
     Penalty,
     categorical_kl,
     e_step_weights,
+    entropy_floor_loss,
     policy_loss,
     temperature_loss,
     topk_mask,
@@ -309,6 +310,40 @@ def test_vmpo_loss_entropy_bonus_adds_minus_c_times_masked_entropy() -> None:
     torch.testing.assert_close(bonus_extras["policy/entropy"], base_extras["policy/entropy"])
     torch.testing.assert_close(bonus_extras["policy/entropy"], entropy.detach())
     assert bonus_grad[~mask.bool()].eq(0).all()  # reset steps still get no gradient
+
+
+def test_entropy_floor_gradients_and_the_loss_term() -> None:
+    """dL/dbeta = mean H - H_min (negative below the floor: descent grows beta); the policy gets
+    -sg[beta] * dH (an entropy bonus weighted by beta); vmpo_loss adds exactly this term."""
+    logits, target, actions, adv, mask = _batch(seed=4)
+    x = logits.detach().clone().requires_grad_(True)
+    log_p = torch.log_softmax(x, -1)
+    entropy = -(log_p.exp() * log_p).sum(-1)
+    beta = torch.tensor(0.3, requires_grad=True)
+    floor = 2.0  # above ln 5 = 1.61: the constraint is violated
+    loss, extras = entropy_floor_loss(beta, entropy, mask, floor)
+    loss.backward()
+    h_mean = entropy[mask].mean().detach()
+    torch.testing.assert_close(beta.grad, h_mean - floor)
+    assert beta.grad < 0
+    x2 = logits.detach().clone().requires_grad_(True)
+    log_p2 = torch.log_softmax(x2, -1)
+    (-0.3 * (-(log_p2.exp() * log_p2).sum(-1))[mask].mean()).backward()
+    torch.testing.assert_close(x.grad, x2.grad)
+    assert extras["vmpo/beta"].item() == pytest.approx(0.3)
+
+    kwargs = {"temperature": Penalty(0.8, 0.02), "trust_region": Penalty(4.0, 0.01), "topk_fraction": 0.5}
+    plain, _ = vmpo_loss(logits, target, actions, adv, mask, **kwargs)
+    floored, metrics = vmpo_loss(
+        logits, target, actions, adv, mask, **kwargs, entropy_floor=Penalty(0.3, floor)
+    )
+    term, _ = entropy_floor_loss(0.3, entropy.detach(), mask, floor)
+    torch.testing.assert_close(floored, plain + term)
+    assert {"loss/beta", "vmpo/beta"} <= set(metrics)
+
+    none = torch.zeros_like(mask)
+    inert, _ = entropy_floor_loss(beta, entropy.detach(), none, floor)
+    assert inert.item() == 0.0
 
 
 def test_vmpo_loss_bf16_inputs_give_fp32_and_finite_grads() -> None:

@@ -95,3 +95,16 @@ def test_fixed_advantages_are_the_acting_parameters_and_do_not_drift(tmp_path):
         adv_means[name] = seen
     assert len(adv_means["fixed"]) == 3 and len(set(adv_means["fixed"])) == 1  # the same A each epoch
     assert max(adv_means["free"]) - min(adv_means["free"]) > 1e-5  # A moves with the fitted value head
+
+
+def test_entropy_floor_dual_is_stepped_and_grows_below_the_floor(tmp_path):
+    """algo.vmpo.min_entropy > 0 adds the multiplier beta to the duals' optimiser; with a floor above the
+    uniform policy's entropy the constraint is always violated, so beta grows; 0 (default) adds none."""
+    trainer, traj = trainer_and_unroll(tmp_path, *VMPO, "algo.vmpo.update_epochs=2")
+    assert learner_copy(trainer).beta is None
+    learner = learner_copy(trainer, min_entropy=10.0, beta_init=0.01)
+    duals = next(g for g in learner.optimizer.param_groups if g["name"] == "duals")["params"]
+    assert any(p is learner.beta.raw for p in duals)
+    metrics = learner.update(traj)
+    assert float(learner.beta.value().detach()) > 0.01
+    assert metrics["vmpo/beta"] > 0.0 and "loss/beta" in metrics
