@@ -237,10 +237,12 @@ class VMPOLearner(Learner):
         )
         self.build_optimizer()
 
+    def _duals(self) -> list[LagrangeMultiplier]:
+        """eta, alpha and, with an entropy floor, beta."""
+        return [dual for dual in (self.eta, self.alpha, self.beta) if dual is not None]
+
     def _param_groups(self) -> list[dict]:
-        duals = [
-            p for dual in (self.eta, self.alpha, self.beta) if dual is not None for p in dual.parameters()
-        ]
+        duals = [p for dual in self._duals() for p in dual.parameters()]
         return [*super()._param_groups(), {"params": duals, "lr": self.cfg.vmpo.dual_lr, "name": "duals"}]
 
     def forward(self, batch: VMPOBatch) -> StepOutput:
@@ -253,10 +255,7 @@ class VMPOLearner(Learner):
         T = traj.unroll_length
         logits, values, _ = self.net.unroll(*traj.inputs())  # [T+1, B, A], [T+1, B, tasks]
         v_norm = task_values(values.float(), traj.task_id)  # [T+1, B]
-        popart = self.net.popart if cfg.popart else None
-        v = popart.unnormalize(v_norm, traj.task_id) if popart is not None else v_norm
-        returns = self._returns(traj, v) if batch.returns is None else batch.returns  # G_t [T, B]
-        target = popart.normalize(returns, traj.task_id[:T]) if popart is not None else returns
+        v, returns, target = self._targets(traj, v_norm, batch.returns)  # V, G_t, normalised G_t
         # A = G - V (normalised with PopArt)
         advantages = (target - v_norm[:T]).detach() if batch.advantages is None else batch.advantages
         axis = self.axis
@@ -295,12 +294,24 @@ class VMPOLearner(Learner):
         """G (unnormalised) and A (PopArt-normalised) [T, B] from the parameters that acted, before any
         gradient step of this update (as PPO's advantages): with several epochs, each minibatch's own
         forward has a value head already fitted to these returns, which shrinks A towards noise."""
-        T, popart = traj.unroll_length, self.net.popart if self.cfg.popart else None
         v_norm = task_values(self.net.unroll(*traj.inputs())[1].float(), traj.task_id)  # [T+1, B]
+        _, returns, target = self._targets(traj, v_norm)
+        return returns, target - v_norm[: traj.unroll_length]
+
+    def _targets(
+        self, traj: Trajectory, v_norm: torch.Tensor, returns: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """From the value head's output ``v_norm`` [T+1, B] (PopArt-normalised with PopArt on): the values
+        V [T+1, B], the returns G [T, B] (``returns`` if given, else :meth:`_returns` on V) and the critic's
+        target, G normalised by PopArt [T, B]."""
+        popart = self.net.popart if self.cfg.popart else None
         v = popart.unnormalize(v_norm, traj.task_id) if popart is not None else v_norm
-        returns = self._returns(traj, v)
-        target = popart.normalize(returns, traj.task_id[:T]) if popart is not None else returns
-        return returns, target - v_norm[:T]
+        if returns is None:
+            returns = self._returns(traj, v)
+        target = (
+            popart.normalize(returns, traj.task_id[: traj.unroll_length]) if popart is not None else returns
+        )
+        return v, returns, target
 
     def update(self, traj: Trajectory) -> Metrics:
         """pi_old's logits, ``update_epochs`` x minibatches of (loss_fn, Adam step, dual projection), then
@@ -322,9 +333,8 @@ class VMPOLearner(Learner):
                 loss, step_metrics, step_returns = self.loss_fn(batch)
                 returns[:, index] = step_returns
                 metrics = {**as_floats(step_metrics), **self._optimizer_step(loss)}  # read before the step
-                for dual in (self.eta, self.alpha, self.beta):
-                    if dual is not None:
-                        dual.project_()
+                for dual in self._duals():
+                    dual.project_()
         if cfg.popart:
             metrics.update(self._update_popart(returns, traj))
         self.num_updates += 1

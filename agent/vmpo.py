@@ -239,6 +239,27 @@ def categorical_kl(logits_old: torch.Tensor, logits_new: torch.Tensor) -> torch.
     return terms.sum(dim=-1)
 
 
+def _mean_constraint_loss(
+    multiplier: torch.Tensor,
+    x: torch.Tensor,
+    valid: torch.Tensor,
+    bound: float,
+    *,
+    upper: bool,
+    axis: BatchAxis,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Lagrangian of ``mean_valid x <= bound`` (``upper``) or ``>= bound``, V-MPO's form (eq. 5):
+    ``m (bound - sg[x-bar]) + sg[m] x-bar``, negated for a lower bound. The multiplier gets only the first
+    term (``dL/dm = bound - x-bar``, or its negative), ``x`` only the second. -> (this rank's share of the
+    loss, 0 when nothing is valid on any rank; ``sg[x-bar]``, the global mean)."""
+    share = axis.mean_share(x, valid)  # this rank's part of the global mean (the mean when local)
+    mean = axis.sum(share)  # sg[x-bar], the same on every rank
+    loss = multiplier * (bound - mean) / axis.world + multiplier.detach() * share
+    loss = loss if upper else -loss
+    any_valid = axis.sum(valid.sum()) > 0
+    return torch.where(any_valid, loss, torch.zeros_like(loss)), mean  # no valid state: no constraint
+
+
 def trust_region_loss(
     alpha: torch.Tensor | float,
     kl: torch.Tensor,
@@ -273,11 +294,7 @@ def trust_region_loss(
     kl = kl.float()
     v = valid.bool()
     alpha_t = _as_fp32_scalar(alpha, kl)
-    kl_share = axis.mean_share(kl, v)  # this rank's part of the global mean KL (the mean when local)
-    kl_mean = axis.sum(kl_share)  # sg[KL-bar], the same on every rank
-    loss = alpha_t * (eps_alpha - kl_mean) / axis.world + alpha_t.detach() * kl_share
-    any_valid = axis.sum(v.sum()) > 0
-    loss = torch.where(any_valid, loss, torch.zeros_like(loss))  # no valid state: no constraint, no gradient
+    loss, kl_mean = _mean_constraint_loss(alpha_t, kl, v, eps_alpha, upper=True, axis=axis)
     with torch.no_grad():
         kl_max = torch.where(v, kl, torch.zeros_like(kl)).max() if kl.numel() else kl.new_zeros(())
         kl_max = axis.max(kl_max)
@@ -320,13 +337,8 @@ def entropy_floor_loss(
         ``(loss, extras)``: 0-d fp32 loss (0 if nothing is valid); extras ``"loss/beta"``, ``"vmpo/beta"``.
     """
     entropy = entropy.float()
-    v = valid.bool()
     beta_t = _as_fp32_scalar(beta, entropy)
-    h_share = axis.mean_share(entropy, v)  # this rank's part of the global mean entropy
-    h_mean = axis.sum(h_share).detach()  # sg[H-bar], the same on every rank
-    loss = beta_t * (h_mean - min_entropy) / axis.world - beta_t.detach() * h_share
-    any_valid = axis.sum(v.sum()) > 0
-    loss = torch.where(any_valid, loss, torch.zeros_like(loss))
+    loss, _ = _mean_constraint_loss(beta_t, entropy, valid.bool(), min_entropy, upper=False, axis=axis)
     return loss, {"loss/beta": axis.sum(loss.detach()), "vmpo/beta": beta_t.detach()}
 
 
