@@ -14,10 +14,12 @@ evaluator's network all come from these functions)::
       torch.manual_seed(rank_seed(...))         under torchrun each rank samples its own actions
       learner.distribute(axis)                  DDP: rank 0's parameters broadcast now
       actor = Actor(env, net); learner.actor    the learner refreshes the actor's cache after updates
+      (train.overlap: Actor(env, deepcopy(net), own generator); the trainer refreshes it, agent/overlap.py)
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,11 +41,13 @@ __all__ = ["Agent", "agent_config", "build_agent", "build_net", "make_env", "ran
 
 RESUME_SEED_STRIDE = 10_007  # a resumed run's seeds move by this per update already done
 RANK_SEED_STRIDE = 7_919  # rank r's torch seed is train.seed + r * this (+ the resume offset)
+ACTOR_SEED_OFFSET = 104_729  # train.overlap: the actor thread's generator seed is the rank's seed + this
 
 
 @dataclass
 class Agent:
-    """What :func:`build_agent` returns; ``net`` is shared by the actor and the learner."""
+    """What :func:`build_agent` returns; ``net`` is shared by the actor and the learner (with
+    ``train.overlap`` the actor acts on its own copy, ``actor.net``)."""
 
     cfg: Config  # the run's config with net.num_tasks set to the env's task count
     net: AgentNet
@@ -119,6 +123,19 @@ def build_agent(
     if axis.distributed:  # each rank samples its own actions
         torch.manual_seed(rank_seed(cfg.train.seed, axis.rank, resumed_updates))
         learner.distribute(axis)
-    actor = Actor(env, net, device)
-    learner.actor = actor  # its cached memory is re-projected after every update
+    if cfg.train.overlap:  # acts one update behind on its own copy (agent/overlap.py)
+        actor = Actor(env, copy.deepcopy(net).requires_grad_(False).eval(), device,
+                      generator=actor_generator(cfg, axis, resumed_updates, device))  # fmt: skip
+        learner.lagged_actor = True
+    else:
+        actor = Actor(env, net, device)
+        learner.actor = actor  # its cached memory is re-projected after every update
     return Agent(cfg=cfg, net=net, learner=learner, actor=actor)
+
+
+def actor_generator(
+    cfg: Config, axis: BatchAxis, resumed_updates: int, device: torch.device
+) -> torch.Generator:
+    """The action sampler of an actor on its own thread: seeded per rank and resume, as the envs are."""
+    seed = rank_seed(cfg.train.seed, axis.rank, resumed_updates) + ACTOR_SEED_OFFSET
+    return torch.Generator(device=device).manual_seed(seed)

@@ -14,6 +14,11 @@ PopArt statistics. It knows nothing about Atari, DMLab or language models. One u
       PopArt statistics from the returns, target network refresh (V-MPO)
       self.actor.refresh()                             # the acting cache under the new parameters
 
+With ``train.overlap`` the actor acts on its own copy of the network, one update behind
+(agent/overlap.py): ``lagged_actor`` is set, the trainer refreshes that copy, and the behaviour policy is
+the one the actor recorded (``Trajectory.behaviour_logits``), not a recomputation with the learner's newer
+parameters: PPO's ratio divides by it, V-MPO with ``target_update_period == 1`` takes it as pi_old.
+
 ``loss_fn`` is ``forward`` itself or, after :meth:`Learner.distribute`, the call of its
 DistributedDataParallel wrapper, which runs the same ``forward`` so that the backward pass all-reduces
 the gradients of the network and of the duals. Both algorithms' ``forward`` return a :class:`StepOutput`:
@@ -123,6 +128,9 @@ class Learner(nn.Module):
         # The loss function of one minibatch: forward, or its DDP wrapper's call (distribute).
         self.loss_fn: Callable[..., StepOutput] = self.forward
         self.actor: Actor | None = None  # acts with self.net; its cache is refreshed after each update
+        # train.overlap: the actor acts one update behind on its own copy of the network; the behaviour
+        # policy is then the recorded one (Trajectory.behaviour_logits)
+        self.lagged_actor = False
         self.num_updates = 0
         self.num_skipped = 0  # gradient steps skipped because the loss or the gradients were not finite
         self.consecutive_skipped = 0  # skips since the last good step (the trainer stops past a limit)
@@ -210,6 +218,12 @@ class Learner(nn.Module):
         """One update on an unroll ``traj`` ([T+1, B] inputs) -> the last minibatch's metrics (floats)."""
         raise NotImplementedError
 
+    def _behaviour_logits(self, traj: Trajectory) -> torch.Tensor:
+        """[T, B, A] the logits the actor sampled ``traj``'s actions from (``lagged_actor`` only)."""
+        if traj.behaviour_logits is None:
+            raise ValueError("an actor one update behind (train.overlap) must record behaviour_logits")
+        return traj.behaviour_logits
+
 
 class VMPOLearner(Learner):
     """V-MPO (Song et al. 2019, eqs. 1-6): critic + E-step + M-step with eta/alpha duals.
@@ -293,7 +307,9 @@ class VMPOLearner(Learner):
     def _acting_targets(self, traj: Trajectory) -> tuple[torch.Tensor, torch.Tensor]:
         """G (unnormalised) and A (PopArt-normalised) [T, B] from the parameters that acted, before any
         gradient step of this update (as PPO's advantages): with several epochs, each minibatch's own
-        forward has a value head already fitted to these returns, which shrinks A towards noise."""
+        forward has a value head already fitted to these returns, which shrinks A towards noise. With an
+        actor one update behind (``lagged_actor``) these are the learner's parameters before the update,
+        one update newer than the actor's (a critic's values, as PPO's under overlap)."""
         v_norm = task_values(self.net.unroll(*traj.inputs())[1].float(), traj.task_id)  # [T+1, B]
         _, returns, target = self._targets(traj, v_norm)
         return returns, target - v_norm[: traj.unroll_length]
@@ -317,8 +333,11 @@ class VMPOLearner(Learner):
         """pi_old's logits, ``update_epochs`` x minibatches of (loss_fn, Adam step, dual projection), then
         PopArt statistics, the target network every ``target_update_period`` updates, the actor's cache."""
         cfg, T = self.cfg, traj.unroll_length
-        with torch.no_grad():
-            target_logits = self.target_net.unroll(*traj.inputs())[0][:T]  # pi_old [T, B, A]
+        if self.lagged_actor and cfg.vmpo.target_update_period == 1:  # pi_old = the policy that acted
+            target_logits = self._behaviour_logits(traj)
+        else:
+            with torch.no_grad():
+                target_logits = self.target_net.unroll(*traj.inputs())[0][:T]  # pi_old [T, B, A]
         fixed = self._acting_targets(traj) if cfg.vmpo.fixed_advantages else None
         split = cfg.vmpo.num_minibatches > 1  # whole env columns, as PPO's minibatch_over=envs
         returns = torch.zeros_like(traj.reward)  # [T, B]: each column's G from the last epoch
@@ -364,11 +383,13 @@ class PPOLearner(Learner):
 
     Old log-probabilities and values come from a no-grad unroll of the acting parameters at the start of
     the update (identical to the actor's, since the learner refreshes the actor's cache after every
-    update). Minibatches (``algo.ppo.minibatch_over``) split the envs, so that every minibatch keeps
-    whole memory segments; with a memoryless core they may instead be single steps shuffled over all
-    T*B, as CleanRL's (``samples``; ``auto`` picks it for such cores). Data parallel: each rank draws its
-    own minibatches of its own envs and DDP averages the gradients (as CleanRL's multi-GPU PPO);
-    advantages are normalised per rank's minibatch.
+    update). With an actor one update behind (``lagged_actor``, ``train.overlap``) the old log-probs
+    are the behaviour log-probs the actor recorded, and values, advantages and targets come from the
+    learner's parameters (as IMPALA's critic). Minibatches (``algo.ppo.minibatch_over``) split the envs,
+    so that every minibatch keeps whole memory segments; with a memoryless core they may instead be
+    single steps shuffled over all T*B, as CleanRL's (``samples``; ``auto`` picks it for such cores).
+    Data parallel: each rank draws its own minibatches of its own envs and DDP averages the gradients (as
+    CleanRL's multi-GPU PPO); advantages are normalised per rank's minibatch.
     """
 
     def __init__(self, net: nn.Module, cfg: AlgoConfig, *, task_names: Sequence[str] = ()) -> None:
@@ -404,7 +425,8 @@ class PPOLearner(Learner):
         with torch.no_grad():
             old_logits, old_values, _ = self.net.unroll(*traj.inputs())
             old_v = task_values(old_values.float(), traj.task_id)  # [T+1, B]
-            old_log_probs, _ = action_log_probs(old_logits[:T], traj.action)
+            behaviour = self._behaviour_logits(traj) if self.lagged_actor else old_logits[:T]
+            old_log_probs, _ = action_log_probs(behaviour, traj.action)
             advantages, returns = gae(
                 traj.reward, old_v, traj.terminated, traj.truncated, cfg.discount, p.gae_lambda
             )

@@ -10,7 +10,9 @@ next observation starts a new episode. The actor therefore
 - marks the following observation ``first = True`` so the core drops all earlier memory.
 
 The core state at the start of each unroll is stored with it, so the learner's ``unroll`` sees exactly
-the memory the actor had (``initial_state``; the GTrXL memory is carried across unrolls).
+the memory the actor had (``initial_state``; the GTrXL memory is carried across unrolls). So are the
+logits the actions were sampled from (``behaviour_logits``): when the actor acts one update behind the
+learner (``train.overlap``, agent/overlap.py), they are the behaviour policy the learner corrects for.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class Trajectory:
     truncated: torch.Tensor  # [T, B] bool
     mask: torch.Tensor  # [T, B] float: 0 on reset steps (action ignored by the env)
     initial_state: State  # core state before obs[0], batch-first
+    behaviour_logits: torch.Tensor | None = None  # [T, B, A] fp32: the logits the actions were drawn from
 
     @property
     def unroll_length(self) -> int:
@@ -52,7 +55,7 @@ class Trajectory:
             if f.name == "initial_state":
                 values[f.name] = {k: v[env_index] for k, v in value.items()}
             else:
-                values[f.name] = value[:, env_index]
+                values[f.name] = None if value is None else value[:, env_index]
         return Trajectory(**values)
 
     def steps(self) -> Trajectory:
@@ -64,11 +67,11 @@ class Trajectory:
         T = self.unroll_length
         if self.initial_state:
             raise ValueError("Trajectory.steps() splits time: only a memoryless core (empty state) may")
-        values = {
-            f.name: getattr(self, f.name)[:T].reshape(1, -1, *getattr(self, f.name).shape[2:])
-            for f in fields(self)
-            if f.name != "initial_state"
-        }
+
+        def columns(x: torch.Tensor | None) -> torch.Tensor | None:
+            return None if x is None else x[:T].reshape(1, -1, *x.shape[2:])
+
+        values = {f.name: columns(getattr(self, f.name)) for f in fields(self) if f.name != "initial_state"}
         return Trajectory(**values, initial_state={})
 
     def inputs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, State]:
@@ -86,13 +89,26 @@ class EpisodeStats:
 
 
 class Actor:
-    """Runs ``net.step`` on a VecEnv and records :class:`Trajectory` unrolls of fixed length."""
+    """Runs ``net.step`` on a VecEnv and records :class:`Trajectory` unrolls of fixed length.
 
-    def __init__(self, env, net: torch.nn.Module, device: torch.device, greedy: bool = False) -> None:
+    ``generator`` draws the actions (default: torch's global generator). An actor on its own thread
+    (``train.overlap``) gets its own, so that its draws and the learner's minibatch permutations do not
+    interleave in an order the thread scheduler picks: a fixed seed then gives the same run.
+    """
+
+    def __init__(
+        self,
+        env,
+        net: torch.nn.Module,
+        device: torch.device,
+        greedy: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> None:
         self.env = env
         self.net = net
         self.device = device
         self.greedy = greedy
+        self.generator = generator
         n = env.num_envs
         self.obs = self._checked_obs(env.reset())
         self.first = torch.ones(n, dtype=torch.bool, device=device)
@@ -142,7 +158,8 @@ class Actor:
                 action = logits.argmax(-1)
             else:
                 # = Categorical(logits=logits).sample() (same multinomial draw), without its validation
-                action = torch.multinomial(logits.float().softmax(-1), 1).squeeze(-1)
+                probs = logits.float().softmax(-1)
+                action = torch.multinomial(probs, 1, generator=self.generator).squeeze(-1)
             obs, reward, terminated, truncated, info = self.env.step(action.cpu().numpy())
             reset_step = self.prev_done  # the env ignored this action and started a new episode
             reward_t = torch.as_tensor(reward, dtype=torch.float32, device=self.device)
@@ -155,6 +172,7 @@ class Actor:
                 "terminated": terminated_t,
                 "truncated": truncated_t,
                 "mask": (~reset_step).float(),
+                "behaviour_logits": logits.float(),
             }
             for key, value in record.items():
                 steps[key].append(value)

@@ -49,6 +49,8 @@ RESUMABLE_KEYS = (
     "train.resume",
     "train.sync_check_interval",
     "train.dist_timeout_s",
+    "train.overlap",  # checkpoints hold trained data only: a run may switch between the two loops
+    "train.actor_threads",
 )
 
 

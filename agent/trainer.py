@@ -6,7 +6,9 @@ included), ``agent.rollout.Actor`` collects unrolls with the GTrXL memory carrie
 ``agent.learner`` does the update and refreshes the actor's cache. The learner names its metrics
 (``loss/...``, ``vmpo/...``, ``popart/mu/<task>``); the trainer logs them verbatim. Under ``torchrun``
 (``agent.distributed``) each rank runs this loop on its shard of the envs with a DDP learner; rank 0
-alone logs and checkpoints, and the ranks agree on when to stop.
+alone logs and checkpoints, and the ranks agree on when to stop. With ``train.overlap`` the rollout of
+the next unroll runs on a thread during the update (``agent.overlap``; each rank its own actor thread);
+the counters, logs and checkpoints count only unrolls the learner has trained on.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from tqdm import tqdm
 from agent.builder import build_agent, make_env
 from agent.checkpoint import list_checkpoints, save_checkpoint
 from agent.distributed import LOCAL, BatchAxis, DistributedError, check_replicas, guarded, resolve_device
-from agent.rollout import EpisodeStats
+from agent.overlap import ActorThread, no_autocast_weight_cache, sync_parameters
+from agent.rollout import EpisodeStats, Trajectory
 from configs import Config, config_to_dict
 from envs.references import human_normalized, reference
 
@@ -116,6 +119,12 @@ class Trainer:
         self.env = make_env(cfg, axis, resumed_updates=self.counters.num_updates)
         agent = build_agent(cfg, self.env, device=self.device, axis=axis, checkpoint=checkpoint)
         self.cfg, self.net, self.learner, self.actor = agent.cfg, agent.net, agent.learner, agent.actor
+        # train.overlap: the actor's thread, and the unroll it collected that the learner has not trained
+        # on yet (discarded at a stop: checkpoints hold trained data only)
+        self.actor_thread = (
+            ActorThread(self.actor, self.cfg.train.actor_threads) if cfg.train.overlap else None
+        )
+        self.collected: tuple[Trajectory, EpisodeStats] | None = None
         self.writer: SummaryWriter | _NoWriter = _NoWriter()
         if axis.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -219,16 +228,45 @@ class Trainer:
             + where
         )
 
-    def iteration(self) -> dict[str, float]:
-        """One rollout + one learner update (which refreshes the actor's cache) + logging; returns the
-        learner's metrics."""
-        T, N = self.cfg.algo.unroll_length, self.env.num_envs * self.axis.world
-        t0 = time.perf_counter()
+    def _rollout_then_update(self, T: int) -> tuple[dict[str, float], EpisodeStats]:
+        """Synchronous: one rollout, then one update on it (which refreshes the actor's cache)."""
         self.net.eval()
         traj, episodes = self.actor.rollout(T)
         self.net.train()
         self.learner.set_lr(self.counters.global_step)  # algo.lr_schedule, at the env steps so far
-        metrics = self.learner.update(traj)
+        return self.learner.update(traj), episodes
+
+    def _update_while_acting(self, T: int) -> tuple[dict[str, float], EpisodeStats]:
+        """Overlapped (agent/overlap.py): update on the unroll collected before while the actor thread
+        collects the next one with the parameters before this update; then the actor's copy of the network
+        and its cache take the new parameters."""
+        assert self.actor_thread is not None
+        if self.collected is None:  # this process's first unroll: nothing to overlap it with
+            self.collected = self.actor.rollout(T)
+        traj, episodes = self.collected
+        self.collected = None
+        self.actor_thread.start(T)
+        self.learner.set_lr(self.counters.global_step)
+        with no_autocast_weight_cache():  # the actor thread would clear it at random points
+            metrics = self.learner.update(traj)
+        try:
+            self.collected = self.actor_thread.wait()
+        except Exception as err:  # any failure of the actor ends the run, in one line
+            detail = str(err).strip().splitlines()[0] if str(err).strip() else "no message"
+            raise TrainingError(
+                f"the actor thread (train.overlap) failed: {type(err).__name__}: {detail}"
+            ) from err
+        sync_parameters(self.actor.net, self.net)
+        self.actor.refresh()
+        return metrics, episodes
+
+    def iteration(self) -> dict[str, float]:
+        """One rollout + one learner update (which refreshes the actor's cache) + logging; returns the
+        learner's metrics. With ``train.overlap`` the rollout is the next unroll's, on the actor thread."""
+        T, N = self.cfg.algo.unroll_length, self.env.num_envs * self.axis.world
+        t0 = time.perf_counter()
+        step = self._update_while_acting if self.actor_thread is not None else self._rollout_then_update
+        metrics, episodes = step(T)
         if self.axis.distributed:  # every rank's finished episodes, for rank 0's logs
             parts = self.axis.gather_objects(episodes)
             episodes = EpisodeStats(*(np.concatenate([getattr(p, f) for p in parts]) for f in
@@ -245,9 +283,13 @@ class Trainer:
         return metrics
 
     def close(self) -> None:
-        """Close the progress bar, the TensorBoard writer and the envs."""
+        """Close the progress bar, the TensorBoard writer, the actor thread (after its unroll in flight,
+        which is discarded) and the envs."""
         self.bar.close()
         self.writer.close()
+        if self.actor_thread is not None:
+            self.actor_thread.close()
+            self.collected = None
         self.env.close()
 
     def train(self) -> dict[str, float]:

@@ -7,7 +7,10 @@ import time
 
 from bench.common import Row, main
 
-BENCHES = ("collector", "memory_cache", "unroll", "mixed_precision", "end_to_end", "peak_memory", "llm")
+BENCHES = (
+    "collector", "memory_cache", "unroll", "mixed_precision", "end_to_end", "throughput", "peak_memory",
+    "llm",
+)  # fmt: skip
 TODO: tuple[tuple[str, str], ...] = ()
 
 

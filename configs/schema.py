@@ -284,6 +284,12 @@ class TrainConfig:
     # parameters (0 = never), and how long a collective waits for a rank that stopped answering
     sync_check_interval: int = 100
     dist_timeout_s: float = 600.0
+    # Asynchronous actor/learner (agent/overlap.py): while the learner trains on unroll k, a thread acts
+    # for unroll k+1 with its own copy of the network, one update behind (policy lag 1, as IMPALA's and
+    # Sample Factory's double-buffered sampling); PPO's ratio and V-MPO's pi_old (target_update_period 1)
+    # then use the behaviour logits the actor recorded. false: rollout, then update, in one thread.
+    overlap: bool = False
+    actor_threads: int = 1  # overlap: torch intra-op threads of the actor thread (0 = torch's default)
 
     def __post_init__(self) -> None:
         check_range("train.total_steps", self.total_steps, 1)
@@ -295,6 +301,7 @@ class TrainConfig:
         check_range("train.max_consecutive_skips", self.max_consecutive_skips, 1)
         check_range("train.sync_check_interval", self.sync_check_interval, 0)
         check_range("train.dist_timeout_s", self.dist_timeout_s, 0.0, low_inclusive=False)
+        check_range("train.actor_threads", self.actor_threads, 0)
         # YAML 1.1 reads on/off as booleans: accept them (and true/false) as on/off
         self.bf16 = {"true": "on", "false": "off"}.get(str(self.bf16).lower(), self.bf16)
         check_choice("train.bf16", self.bf16, ("auto", "on", "off"))

@@ -16,6 +16,19 @@ REPORT_COMMAND = (
     "RELIABILITY_REPORT=1 .venv/bin/python -m pytest tests/reliability tests/agent/test_checkpoint.py"
 )
 
+# Kept under the generated table (tests/reliability/test_overlap_faults.py checks what it says).
+OVERLAP_NOTE = """## Overlapped acting and learning (`train.overlap`)
+
+With `train.overlap=true` the actor collects the next unroll on a thread while the learner trains on the
+current one (agent/overlap.py). Checkpoints and counters hold only data the learner has trained on: at a
+stop (SIGINT/SIGTERM or the end of `train.total_steps`) the current update finishes, the actor thread
+is joined, the checkpoint is written, and the unroll the actor collected during that last update (not
+trained on) is **discarded**: its env steps are neither counted nor saved, and a resumed run (reseeded
+envs) collects its first unroll afresh. On an error the actor thread is joined the same way before the
+run exits; after a SIGKILL the newest checkpoint is the last complete one, as without overlap. An
+exception in the actor thread stops the run with one line, `the actor thread (train.overlap) failed:
+<type>: <message>`."""
+
 
 class ReliabilityLog:
     """Per fault kind: how many were injected, how many the run survived, how much data was lost."""
@@ -42,7 +55,7 @@ class ReliabilityLog:
             "|---|---|---|---|",
         ]
         lines += [f"| {fault} | {n} | {ok} | {lost} |" for fault, (n, ok, lost) in sorted(self.rows.items())]
-        return "\n".join(lines) + "\n"
+        return "\n".join([*lines, "", OVERLAP_NOTE]) + "\n"
 
 
 _LOG = ReliabilityLog()
