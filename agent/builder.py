@@ -3,6 +3,8 @@
 The order matters and is written once, here (the trainer, the benchmarks through the trainer, and the
 evaluator's network all come from these functions)::
 
+    thread_split(cfg)                      torch threads of learner and actor thread, envpool's workers
+                                           (train.torch_threads=0: split_cores of this process's cores)
     make_env(cfg, axis, resumed_updates)   this rank's env slots, reseeded on resume
     build_agent(cfg, env, ...):
       cfg.net.num_tasks = len(env.task_names)   one PopArt value head per task (agent_config)
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +40,19 @@ from envs.base import VecEnv
 from networks.agent_net import AgentNet
 from networks.precision import resolve_bf16
 
-__all__ = ["Agent", "agent_config", "build_agent", "build_net", "make_env", "rank_seed", "restore"]
+__all__ = [
+    "Agent",
+    "ThreadSplit",
+    "agent_config",
+    "build_agent",
+    "build_net",
+    "make_env",
+    "rank_seed",
+    "restore",
+    "split_cores",
+    "thread_split",
+    "usable_cores",
+]
 
 RESUME_SEED_STRIDE = 10_007  # a resumed run's seeds move by this per update already done
 RANK_SEED_STRIDE = 7_919  # rank r's torch seed is train.seed + r * this (+ the resume offset)
@@ -60,15 +75,68 @@ def rank_seed(seed: int, rank: int, num_updates: int) -> int:
     return seed + RANK_SEED_STRIDE * rank + RESUME_SEED_STRIDE * num_updates
 
 
+@dataclass(frozen=True)
+class ThreadSplit:
+    """Thread counts of one training process (0 = the library's default)."""
+
+    learner: int  # torch intra-op threads of the main thread (the learner; also the actor without overlap)
+    actor: int  # torch intra-op threads of the actor thread (train.overlap)
+    envs: int  # envpool worker threads (env.num_threads)
+
+
+def split_cores(cores: int, overlap: bool) -> ThreadSplit:
+    """The rule of ``train.torch_threads=0``: how ``cores`` usable cores are shared.
+
+    Without overlap one thread acts, steps the envs and learns in turn, and envpool's workers run only
+    while it waits in ``env.step``: nothing runs beside the learner, so it and envpool may each use every
+    core (what torch's own default gave before this rule). With ``train.overlap`` the learner runs beside
+    the acting side, whose two parts take turns (the actor thread waits while envpool steps): the cores
+    are halved between the learner and the acting side, an odd one to the learner, the larger part on the
+    presets. So on 2 cores: learner 1, actor 1, envpool 1 with overlap; learner 2, envpool 2 without.
+    A machine shared with other jobs (two runs at a time) needs ``train.torch_threads=1``: torch's OpenMP
+    threads wait for each other at every op, and a learner with more threads than free cores crawls
+    (40-60x slower per iteration, docs/performance.md "Threads").
+    """
+    cores = max(1, cores)
+    if not overlap:
+        return ThreadSplit(learner=cores, actor=cores, envs=cores)  # the actor is the learner's thread
+    acting = max(1, cores // 2)
+    return ThreadSplit(learner=max(1, cores - acting), actor=acting, envs=acting)
+
+
+def usable_cores() -> int:
+    """Cores this process may use: its CPU affinity (taskset, cgroup cpusets), divided among the local
+    ranks ``torchrun`` started (``LOCAL_WORLD_SIZE``), at most ``OMP_NUM_THREADS`` where that is set
+    (torchrun sets it to 1 for several ranks, as a user may)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores //= max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    omp = os.environ.get("OMP_NUM_THREADS", "")
+    if omp.isdigit() and int(omp) > 0:
+        cores = min(cores, int(omp))
+    return max(1, cores)
+
+
+def thread_split(cfg: Config, cores: int | None = None) -> ThreadSplit:
+    """The thread counts of ``cfg``: with ``train.torch_threads > 0`` the config's own (learner
+    ``torch_threads``, actor ``train.actor_threads``, envpool ``env.num_threads``); with 0,
+    :func:`split_cores` of ``cores`` (default :func:`usable_cores`), but an ``env.num_threads > 0`` wins."""
+    if cfg.train.torch_threads:
+        return ThreadSplit(cfg.train.torch_threads, cfg.train.actor_threads, cfg.env.num_threads)
+    split = split_cores(usable_cores() if cores is None else cores, cfg.train.overlap)
+    return dataclasses.replace(split, envs=cfg.env.num_threads or split.envs)
+
+
 def make_env(cfg: Config, axis: BatchAxis = LOCAL, *, resumed_updates: int = 0) -> VecEnv:
-    """This rank's shard of ``env.num_envs`` (global slots ``[first, first + n)``, ``shard_slots``).
+    """This rank's shard of ``env.num_envs`` (global slots ``[first, first + n)``, ``shard_slots``), with
+    the envpool worker threads of :func:`thread_split`.
 
     A resumed run cannot restore the emulators' state: it reseeds them (``env.seed + 10_007 *
     updates done``) so that it does not replay the episodes of the first segment.
     """
     num_envs, first_slot = shard_slots(cfg.env.num_envs, axis)
     seed = cfg.env.seed + RESUME_SEED_STRIDE * resumed_updates
-    return envs.make(dataclasses.replace(cfg.env, seed=seed), range(first_slot, first_slot + num_envs))
+    env_cfg = dataclasses.replace(cfg.env, seed=seed, num_threads=thread_split(cfg).envs)
+    return envs.make(env_cfg, range(first_slot, first_slot + num_envs))
 
 
 def agent_config(cfg: Config, task_names: Sequence[str]) -> Config:

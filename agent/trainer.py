@@ -26,7 +26,7 @@ import yaml
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from agent.builder import build_agent, make_env
+from agent.builder import build_agent, make_env, thread_split
 from agent.checkpoint import list_checkpoints, save_checkpoint
 from agent.distributed import LOCAL, BatchAxis, DistributedError, check_replicas, guarded, resolve_device
 from agent.overlap import ActorThread, no_autocast_weight_cache, sync_parameters
@@ -113,17 +113,16 @@ class Trainer:
         self.run_dir = run_dir
         self.axis = axis
         self.device = resolve_device(cfg.train.device, axis.local_rank)
-        if cfg.train.torch_threads:
-            torch.set_num_threads(cfg.train.torch_threads)
+        threads = thread_split(cfg)  # train.torch_threads=0: a split of this process's cores
+        if threads.learner:
+            torch.set_num_threads(threads.learner)
         self.counters = Counters(**checkpoint["counters"]) if checkpoint is not None else Counters()
         self.env = make_env(cfg, axis, resumed_updates=self.counters.num_updates)
         agent = build_agent(cfg, self.env, device=self.device, axis=axis, checkpoint=checkpoint)
         self.cfg, self.net, self.learner, self.actor = agent.cfg, agent.net, agent.learner, agent.actor
         # train.overlap: the actor's thread, and the unroll it collected that the learner has not trained
         # on yet (discarded at a stop: checkpoints hold trained data only)
-        self.actor_thread = (
-            ActorThread(self.actor, self.cfg.train.actor_threads) if cfg.train.overlap else None
-        )
+        self.actor_thread = ActorThread(self.actor, threads.actor) if cfg.train.overlap else None
         self.collected: tuple[Trajectory, EpisodeStats] | None = None
         self.writer: SummaryWriter | _NoWriter = _NoWriter()
         if axis.is_main:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 import envs
 from agent.trainer import Trainer
@@ -32,8 +33,15 @@ from bench.common import Row, main
 from configs import load_config
 
 PARTS = ("env", "actor", "learner", "logging", "other")  # other: rollout bookkeeping, counters
-# CPU, the bench's own thread count (bench.common.setup_threads), no progress bar
-BENCH_TRAIN = ["train.device=cpu", "train.torch_threads=0", "train.progress=false"]
+
+
+def bench_train() -> list[str]:
+    """CPU, the bench's own thread count (``bench.common.setup_threads``, read now) for the learner and
+    the actor thread, envpool's default, no progress bar (``train.torch_threads=0`` would split the cores
+    instead)."""
+    n = torch.get_num_threads()
+    threads = [f"train.torch_threads={n}", f"train.actor_threads={n}"]
+    return ["train.device=cpu", *threads, "train.progress=false"]
 
 
 class Timed:
@@ -58,7 +66,7 @@ def timed(obj: object, name: str) -> Timed:
 
 
 def measure(preset: str, overrides: list[str], reps: int, frame_skip: int) -> tuple[dict[str, float], str]:
-    cfg = load_config(preset, [*overrides, *BENCH_TRAIN])
+    cfg = load_config(preset, [*overrides, *bench_train()])
     split: dict[str, list[float]] = {p: [] for p in PARTS}
     iters, raws = [], []
     with tempfile.TemporaryDirectory() as tmp:

@@ -31,7 +31,7 @@ import numpy as np
 import envs
 from agent.trainer import Trainer
 from bench.common import Row, interleaved, main, median_ratio
-from bench.end_to_end import BENCH_TRAIN
+from bench.end_to_end import bench_train
 from configs import load_config
 
 VARIANTS = {
@@ -51,7 +51,7 @@ def measure(preset: str, overrides: list[str], reps: int) -> tuple[dict[str, lis
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         trainers: dict[str, Trainer] = {}
         for name, variant in VARIANTS.items():
-            cfg = load_config(preset, [*overrides, *variant, *BENCH_TRAIN])
+            cfg = load_config(preset, [*overrides, *variant, *bench_train()])
             trainers[name] = Trainer(cfg, Path(tmp) / name.replace(" ", "_"))
             stack.callback(trainers[name].close)
         cfg = next(iter(trainers.values())).cfg

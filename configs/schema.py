@@ -277,7 +277,13 @@ class TrainConfig:
     checkpoint_interval: int = 50  # learner updates between checkpoints
     keep_checkpoints: int = 3
     progress: bool = True
-    torch_threads: int = 0  # 0 = leave torch's default
+    # torch intra-op threads of the learner. 0 = split this process's cores (its CPU affinity, shared with
+    # the other local torchrun ranks, at most OMP_NUM_THREADS) between the learner, the actor thread of
+    # train.overlap and envpool (unless env.num_threads > 0): agent/builder.py split_cores. On 2 cores:
+    # 1 / 1 / 1 with overlap; learner 2, envpool 2 without. N > 0: the learner N, the actor thread
+    # train.actor_threads, envpool env.num_threads. Two runs on one machine: set 1 (a learner with more
+    # threads than free cores crawls: docs/performance.md, "Threads").
+    torch_threads: int = 0
     max_consecutive_skips: int = 20  # non-finite updates in a row before the run stops (with a checkpoint)
     bf16: str = "auto"  # network body in bf16 autocast: auto (where AMX / CUDA bf16) | on | off
     # torchrun (agent/distributed.py): updates between bitwise checks that all ranks hold the same
@@ -289,7 +295,8 @@ class TrainConfig:
     # Sample Factory's double-buffered sampling); PPO's ratio and V-MPO's pi_old (target_update_period 1)
     # then use the behaviour logits the actor recorded. false: rollout, then update, in one thread.
     overlap: bool = False
-    actor_threads: int = 1  # overlap: torch intra-op threads of the actor thread (0 = torch's default)
+    # train.overlap with torch_threads > 0: torch threads of the actor thread (0 = torch's default)
+    actor_threads: int = 1
 
     def __post_init__(self) -> None:
         check_range("train.total_steps", self.total_steps, 1)
