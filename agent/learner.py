@@ -15,9 +15,10 @@ PopArt statistics. It knows nothing about Atari, DMLab or language models. One u
       self.actor.refresh()                             # the acting cache under the new parameters
 
 With ``train.overlap`` the actor acts on its own copy of the network, one update behind
-(agent/overlap.py): ``lagged_actor`` is set, the trainer refreshes that copy, and the behaviour policy is
-the one the actor recorded (``Trajectory.behaviour_logits``), not a recomputation with the learner's newer
-parameters: PPO's ratio divides by it, V-MPO with ``target_update_period == 1`` takes it as pi_old.
+(agent/overlap.py): ``lagged_actor`` is set, the trainer refreshes that copy, and PPO's ratio divides by
+the behaviour policy the actor recorded (``Trajectory.behaviour_logits``), not a recomputation with the
+learner's newer parameters. V-MPO's KL trust region keeps the target network as pi_old (Song et al. 2019,
+whose actors also lag the learner): its anchor is where the learner starts, not where the actor was.
 
 ``loss_fn`` is ``forward`` itself or, after :meth:`Learner.distribute`, the call of its
 DistributedDataParallel wrapper, which runs the same ``forward`` so that the backward pass all-reduces
@@ -333,11 +334,11 @@ class VMPOLearner(Learner):
         """pi_old's logits, ``update_epochs`` x minibatches of (loss_fn, Adam step, dual projection), then
         PopArt statistics, the target network every ``target_update_period`` updates, the actor's cache."""
         cfg, T = self.cfg, traj.unroll_length
-        if self.lagged_actor and cfg.vmpo.target_update_period == 1:  # pi_old = the policy that acted
-            target_logits = self._behaviour_logits(traj)
-        else:
-            with torch.no_grad():
-                target_logits = self.target_net.unroll(*traj.inputs())[0][:T]  # pi_old [T, B, A]
+        # pi_old is the target network in both loops, also with an actor one update behind (overlap):
+        # taking the recorded behaviour logits instead made the previous update's step count against this
+        # update's KL budget, and alpha choked learning (docs/performance.md, "Overlapped acting")
+        with torch.no_grad():
+            target_logits = self.target_net.unroll(*traj.inputs())[0][:T]  # pi_old [T, B, A]
         fixed = self._acting_targets(traj) if cfg.vmpo.fixed_advantages else None
         split = cfg.vmpo.num_minibatches > 1  # whole env columns, as PPO's minibatch_over=envs
         returns = torch.zeros_like(traj.reward)  # [T, B]: each column's G from the last epoch

@@ -292,8 +292,8 @@ class TrainConfig:
     dist_timeout_s: float = 600.0
     # Asynchronous actor/learner (agent/overlap.py): while the learner trains on unroll k, a thread acts
     # for unroll k+1 with its own copy of the network, one update behind (policy lag 1, as IMPALA's and
-    # Sample Factory's double-buffered sampling); PPO's ratio and V-MPO's pi_old (target_update_period 1)
-    # then use the behaviour logits the actor recorded. false: rollout, then update, in one thread.
+    # Sample Factory's double-buffered sampling); PPO's ratio then divides by the behaviour policy the
+    # actor recorded; V-MPO's pi_old stays the target network. false: rollout, then update, in one thread.
     overlap: bool = False
     # train.overlap with torch_threads > 0: torch threads of the actor thread (0 = torch's default)
     actor_threads: int = 1
