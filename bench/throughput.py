@@ -7,7 +7,10 @@ the rollout of the next unroll runs on the actor thread during the update, agent
 env loop (an identical env stepped with random actions for the same T x N steps) are timed in
 alternation, ``A B C D R A B C D R ...``, and reported as median ratios:
 
-- overlapped / synchronous agent steps/s, in fp32 and in bf16 (what ``train.overlap`` buys);
+- overlapped / synchronous agent steps/s, in fp32 and in bf16 (what ``train.overlap`` buys), with the
+  synchronous learner at the bench's thread count (``BENCH_THREADS``, 1: the same threads per side) and
+  on every core of the process (``agent.builder.usable_cores``: what ``train.torch_threads=0`` gives a
+  synchronous run, the fair baseline on a quiet machine);
 - bf16 / fp32 agent steps/s, synchronous and overlapped;
 - each variant's agent steps/s / raw env steps/s: the fraction of the env's own speed on these cores
   that training reaches (1 is the physical limit of the env alone).
@@ -27,8 +30,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
 
 import envs
+from agent.builder import usable_cores
 from agent.trainer import Trainer
 from bench.common import Row, interleaved, main, median_ratio
 from bench.end_to_end import bench_train
@@ -39,7 +44,10 @@ VARIANTS = {
     "overlap fp32": ["train.overlap=true", "train.bf16=off"],
     "sync bf16": ["train.overlap=false", "train.bf16=on"],
     "overlap bf16": ["train.overlap=true", "train.bf16=on"],
+    "sync fp32 all cores": ["train.overlap=false", "train.bf16=off"],
+    "sync bf16 all cores": ["train.overlap=false", "train.bf16=on"],
 }
+ALL_CORES = ("sync fp32 all cores", "sync bf16 all cores")  # the main thread on every core
 PRESETS = (("ppo", "atari_ppo_cpu"), ("vmpo", "atari_cpu"))
 QUICK = ["env.num_envs=4", "algo.unroll_length=16", "algo.n_step=16"]
 FRAME_SKIP = 4  # Atari, DQN protocol: frames per agent step (notes only)
@@ -55,12 +63,27 @@ def measure(preset: str, overrides: list[str], reps: int) -> tuple[dict[str, lis
             trainers[name] = Trainer(cfg, Path(tmp) / name.replace(" ", "_"))
             stack.callback(trainers[name].close)
         cfg = next(iter(trainers.values())).cfg
-        fns: dict[str, Callable[[], object]] = {name: tr.iteration for name, tr in trainers.items()}
+        threads = torch.get_num_threads()
+        fns: dict[str, Callable[[], object]] = {
+            name: with_threads(usable_cores() if name in ALL_CORES else threads, tr.iteration)
+            for name, tr in trainers.items()
+        }
         fns["raw"] = raw_env_loop(cfg, stack)
         times = interleaved(fns, reps, warmup=1)  # warm-up: optimiser state, the first overlapped unroll
+        torch.set_num_threads(threads)
     T, N = cfg.algo.unroll_length, cfg.env.num_envs
     desc = f"{cfg.env.name}, {N} envs x T={T}, {cfg.algo.name}, core {cfg.net.core}, torso {cfg.net.torso}"
     return times, desc
+
+
+def with_threads(threads: int, fn: Callable[[], object]) -> Callable[[], object]:
+    """``fn`` run with the calling thread's torch intra-op threads set to ``threads`` (per thread)."""
+
+    def call() -> object:
+        torch.set_num_threads(threads)
+        return fn()
+
+    return call
 
 
 def raw_env_loop(cfg, stack: contextlib.ExitStack) -> Callable[[], None]:
@@ -92,6 +115,10 @@ def rows_for(label: str, times: dict[str, list[float]], desc: str, steps: int) -
             speedup("sync fp32", "overlap fp32"), "", None, desc),
         Row("throughput", f"{label}: overlapped / synchronous steps/s, bf16",
             speedup("sync bf16", "overlap bf16"), "", None, ""),
+        Row("throughput", f"{label}: overlapped / synchronous on every core steps/s, fp32",
+            speedup("sync fp32 all cores", "overlap fp32"), "", None, f"{usable_cores()} cores"),
+        Row("throughput", f"{label}: overlapped / synchronous on every core steps/s, bf16",
+            speedup("sync bf16 all cores", "overlap bf16"), "", None, ""),
         Row("throughput", f"{label}: bf16 / fp32 steps/s, synchronous",
             speedup("sync fp32", "sync bf16"), "", None, ""),
         Row("throughput", f"{label}: bf16 / fp32 steps/s, overlapped",
