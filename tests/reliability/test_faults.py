@@ -63,6 +63,26 @@ def losses_before_fault(run_dir: Path, checkpoint: dict) -> int:
     return len(expected - set(logged_steps(run_dir)))
 
 
+def sigkill_then_resume(
+    tmp_path: Path, *extra: str, delay: float, more_updates: int
+) -> tuple[Path, int, int, dict]:
+    """Start a run checkpointing every update, SIGKILL it ``delay`` (+ up to 0.3) s after its first
+    checkpoint, then resume it in this process for ``more_updates`` updates past the newest valid
+    checkpoint. -> (run dir, updates in that checkpoint, logged steps it covers that were lost, the
+    resumed ``Trainer.train()``'s result)."""
+    proc, run_dir = start_run(tmp_path, "train.checkpoint_interval=1", "train.keep_checkpoints=2", *extra)
+    wait_for(lambda: len(list_checkpoints(run_dir)) >= 1, proc)
+    time.sleep(delay + random.uniform(0.0, 0.3))
+    proc.kill()
+    proc.wait()
+    _, payload = load_latest_valid(run_dir)
+    done = payload["counters"]["num_updates"]
+    lost = losses_before_fault(run_dir, payload)
+    overrides = [f"train.resume={run_dir}", f"train.total_steps={STEPS_PER_UPDATE * (done + more_updates)}"]
+    cfg, resumed, ckpt = build_config("quickstart", overrides)
+    return run_dir, done, lost, Trainer(cfg, resumed, ckpt).train()
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGTERM, signal.SIGINT])
 def test_stop_signal_checkpoints_and_exits_cleanly(tmp_path, reliability, sig):
     proc, run_dir = start_run(tmp_path, "train.checkpoint_interval=100000")
@@ -84,17 +104,7 @@ def test_stop_signal_checkpoints_and_exits_cleanly(tmp_path, reliability, sig):
 @pytest.mark.parametrize("delay", [0.0, 0.4, 0.9, 1.7])
 def test_sigkill_anywhere_keeps_a_valid_checkpoint_and_resume_continues(tmp_path, reliability, delay):
     """Checkpoints every update, so kills land during checkpoint writes as well as between them."""
-    proc, run_dir = start_run(tmp_path, "train.checkpoint_interval=1", "train.keep_checkpoints=2")
-    wait_for(lambda: len(list_checkpoints(run_dir)) >= 1, proc)
-    time.sleep(delay + random.uniform(0.0, 0.3))
-    proc.kill()
-    proc.wait()
-    _, payload = load_latest_valid(run_dir)
-    done = payload["counters"]["num_updates"]
-    lost = losses_before_fault(run_dir, payload)
-    overrides = [f"train.resume={run_dir}", f"train.total_steps={STEPS_PER_UPDATE * (done + 1)}"]
-    cfg, resumed, ckpt = build_config("quickstart", overrides)
-    result = Trainer(cfg, resumed, ckpt).train()
+    run_dir, done, lost, result = sigkill_then_resume(tmp_path, delay=delay, more_updates=1)
     survived = result["num_updates"] == done + 1 and lost == 0
     reliability.record("SIGKILL (incl. during checkpoint writes)", survived, lost)
     assert survived

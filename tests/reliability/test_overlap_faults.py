@@ -10,10 +10,14 @@ import time
 
 import pytest
 
-from agent.checkpoint import list_checkpoints, load_latest_valid
-from agent.train import build_config
-from agent.trainer import Trainer
-from tests.reliability.test_faults import STEPS_PER_UPDATE, losses_before_fault, start_run, wait_for
+from agent.checkpoint import load_latest_valid
+from tests.reliability.test_faults import (
+    STEPS_PER_UPDATE,
+    losses_before_fault,
+    sigkill_then_resume,
+    start_run,
+    wait_for,
+)
 
 OVERLAP = ("train.overlap=true", "train.torch_threads=1")
 
@@ -36,19 +40,9 @@ def test_stop_signal_with_overlap_checkpoints_trained_data_and_exits_cleanly(tmp
 
 @pytest.mark.parametrize("delay", [0.0, 0.7])
 def test_sigkill_with_overlap_keeps_a_loadable_checkpoint_and_resume_continues(tmp_path, reliability, delay):
-    proc, run_dir = start_run(tmp_path, *OVERLAP, "train.checkpoint_interval=1", "train.keep_checkpoints=2")
-    wait_for(lambda: len(list_checkpoints(run_dir)) >= 1, proc)
-    time.sleep(delay + random.uniform(0.0, 0.3))
-    proc.kill()
-    proc.wait()
-    _, payload = load_latest_valid(run_dir)
-    done = payload["counters"]["num_updates"]
-    lost = losses_before_fault(run_dir, payload)
-    overrides = [f"train.resume={run_dir}", f"train.total_steps={STEPS_PER_UPDATE * (done + 2)}"]
-    cfg, resumed, ckpt = build_config("quickstart", overrides)
-    assert cfg.train.overlap
-    result = Trainer(cfg, resumed, ckpt).train()
+    run_dir, done, lost, result = sigkill_then_resume(tmp_path, *OVERLAP, delay=delay, more_updates=2)
     _, after = load_latest_valid(run_dir)
+    assert after["config"]["train"]["overlap"] is True  # the resumed run overlapped too
     survived = (
         result["num_updates"] == done + 2
         and after["counters"]["global_step"] == STEPS_PER_UPDATE * (done + 2)
