@@ -129,8 +129,8 @@ class Learner(nn.Module):
         # The loss function of one minibatch: forward, or its DDP wrapper's call (distribute).
         self.loss_fn: Callable[..., StepOutput] = self.forward
         self.actor: Actor | None = None  # acts with self.net; its cache is refreshed after each update
-        # train.overlap: the actor acts one update behind on its own copy of the network; the behaviour
-        # policy is then the recorded one (Trajectory.behaviour_logits)
+        # train.overlap: the actor acts one update behind on its own copy of the network; PPO's ratio then
+        # divides by the behaviour policy it recorded (Trajectory.behaviour_logits), V-MPO keeps its target
         self.lagged_actor = False
         self.num_updates = 0
         self.num_skipped = 0  # gradient steps skipped because the loss or the gradients were not finite
