@@ -36,7 +36,6 @@ from configs import (
 )
 from envs.dmlab import DMLabWorkerError
 
-LLM_PREFIX = "llm_"  # presets of llm.train (LLMConfig), not of this entry point
 # Keys that may change when a run is resumed; everything else must match the checkpoint's config.
 RESUMABLE_KEYS = (
     "train.total_steps",
@@ -68,10 +67,6 @@ def build_config(
     checkpoint (killed before its first) starts again from scratch. ``schema``/``run_name``/``resumable``
     let the LLM adapter (``llm.train``) share this logic with its own config.
     """
-    if schema is Config and preset in [p for p in list_presets() if p.startswith(LLM_PREFIX)]:
-        raise ConfigError(
-            f"config '{preset}' is an LLM preset; run it with python -m llm.train --config {preset}"
-        )
     cfg = load_config(preset, overrides, schema=schema)
     if not cfg.train.resume:
         run_dir = Path(cfg.train.run_dir) / (cfg.train.run_name or run_name(cfg))
@@ -131,7 +126,7 @@ def _restart_config(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m agent.train", description=__doc__.splitlines()[0])
-    presets = [p for p in list_presets() if not p.startswith(LLM_PREFIX)]  # those are llm.train's
+    presets = list_presets(Config)  # the llm_* presets are llm.train's
     parser.add_argument(
         "--config", default="quickstart", help=f"preset name or YAML path ({', '.join(presets)})"
     )

@@ -21,8 +21,10 @@ from configs.schema import Config, ConfigError
 PRESET_DIR = Path(__file__).resolve().parent
 
 __all__ = [
+    "LLM_PREFIX",
     "Config",
     "ConfigError",
+    "check_preset_family",
     "config_from_dict",
     "config_to_dict",
     "list_presets",
@@ -33,21 +35,44 @@ __all__ = [
 ]
 
 
-def list_presets() -> list[str]:
-    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+LLM_PREFIX = "llm_"  # presets of llm.train (LLMConfig); the others are agent.train's (Config)
 
 
-def preset_path(name_or_path: str | Path) -> Path:
-    """A preset name (``quickstart``) or a path to a YAML file -> an existing path."""
+def list_presets(schema: type | None = None) -> list[str]:
+    """The preset names beside this file: all of them, or those of one entry point's ``schema``."""
+    names = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+    if schema is None:
+        return names
+    llm = schema is not Config  # the LLM adapter's LLMConfig (configs.llm_schema imports this module)
+    return [n for n in names if n.startswith(LLM_PREFIX) == llm]
+
+
+def check_preset_family(preset: str | Path | None, schema: type) -> None:
+    """A preset of the other entry point gets a one-line error naming the command that runs it."""
+    if preset is None or str(preset) in list_presets(schema) or str(preset) not in list_presets():
+        return
+    command = "agent.train" if schema is not Config else "llm.train"
+    kind = "an agent" if schema is not Config else "an LLM"
+    raise ConfigError(
+        f"config '{preset}' is {kind} preset; run it with python -m {command} --config {preset}"
+    )
+
+
+def preset_path(name_or_path: str | Path, schema: type | None = None) -> Path:
+    """A preset name (``quickstart``) or a path to a YAML file -> an existing path.
+
+    ``schema`` narrows the presets an unknown name's error lists to that entry point's.
+    """
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") and path.is_file():
         return path
     candidate = PRESET_DIR / f"{path.stem if path.suffix in ('.yaml', '.yml') else name_or_path}.yaml"
     if candidate.is_file():
         return candidate
-    close = difflib.get_close_matches(path.stem, list_presets(), n=3, cutoff=0.4)
+    presets = list_presets(schema)
+    close = difflib.get_close_matches(path.stem, presets, n=3, cutoff=0.4)
     hint = f"; did you mean: {', '.join(close)}" if close else ""
-    raise ConfigError(f"config file '{name_or_path}' not found; presets: {', '.join(list_presets())}{hint}")
+    raise ConfigError(f"config file '{name_or_path}' not found; presets: {', '.join(presets)}{hint}")
 
 
 def _accepted_keys(node: Any) -> list[str]:
@@ -151,7 +176,8 @@ def load_config(
     """Defaults <- preset YAML <- ``key=value`` overrides; validated (ConfigError on any problem)."""
     layers: list[tuple[str, DictConfig]] = []
     if preset is not None:
-        path = preset_path(preset)
+        check_preset_family(preset, schema)
+        path = preset_path(preset, schema)
         layers.append((str(path), _read_yaml(path)))
     if overrides:
         parsed = _parse_overrides(overrides)

@@ -94,6 +94,23 @@ def test_agent_train_offers_only_agent_presets(capsys, reliability):
     hint = "run it with python -m llm.train --config llm_tiny_vmpo"
     assert err == f"error: config 'llm_tiny_vmpo' is an LLM preset; {hint}"
     reliability.record("LLM preset given to agent.train", True, 0)
+    assert main(["--config", "quickstrat"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: config file 'quickstrat' not found; presets: atari57_multitask")
+    assert "did you mean: quickstart" in err and "llm_" not in err
+
+
+def test_agent_preset_given_to_llm_train_names_agent_train():
+    from configs.llm_schema import LLMConfig
+
+    with pytest.raises(ConfigError) as err:
+        load_config("atari_cpu", [], schema=LLMConfig)
+    assert str(err.value) == (
+        "config 'atari_cpu' is an agent preset; run it with python -m agent.train --config atari_cpu"
+    )
+    with pytest.raises(ConfigError, match="presets: llm_") as err:
+        load_config("nosuch", [], schema=LLMConfig)
+    assert "quickstart" not in str(err.value)
 
 
 def test_bad_resume_paths_are_one_line(tmp_path, capsys, reliability):
