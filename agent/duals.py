@@ -43,6 +43,10 @@ class LagrangeMultiplier(nn.Module):
         init_value: ``value()`` at construction; must be ``> eps_min``.
         mode: ``"softplus"`` (acme's MPO) or ``"projected"`` (V-MPO paper); see the module docstring.
         eps_min: lower bound of ``value()``; the ``epsilon`` of ``eta(xi) = softplus(xi) + epsilon``.
+        value_min: a floor that ``project_()`` keeps ``value()`` at or above in both modes (0: none beyond
+            ``eps_min``). With softplus it clamps ``xi`` itself, so a long stretch where the constraint is
+            slack cannot drive ``xi`` towards ``-inf`` (Adam moves ``xi`` by about its step size per step:
+            from ``xi = -50`` the multiplier would need thousands of steps to return, "windup").
 
     Usage::
 
@@ -52,7 +56,9 @@ class LagrangeMultiplier(nn.Module):
         loss.backward(); optimizer.step(); eta.project_(); alpha.project_()
     """
 
-    def __init__(self, init_value: float, mode: Mode = "softplus", eps_min: float = 1e-8) -> None:
+    def __init__(
+        self, init_value: float, mode: Mode = "softplus", eps_min: float = 1e-8, value_min: float = 0.0
+    ) -> None:
         super().__init__()
         if mode not in ("softplus", "projected"):
             raise ValueError(f"LagrangeMultiplier mode must be 'softplus' or 'projected', got mode={mode!r}")
@@ -62,8 +68,19 @@ class LagrangeMultiplier(nn.Module):
             raise ValueError(
                 f"LagrangeMultiplier init_value must be > eps_min={eps_min}, got init_value={init_value}"
             )
+        if value_min < 0.0 or value_min > init_value:
+            raise ValueError(
+                f"LagrangeMultiplier value_min must be in [0, init_value={init_value}], "
+                f"got value_min={value_min}"
+            )
         self.mode: Mode = mode
         self.eps_min = float(eps_min)
+        # project_'s clamp of the raw parameter: xi >= inverse_softplus(value_min - eps_min), or the value
+        self.raw_min: float | None = None
+        if mode == "projected":
+            self.raw_min = max(self.eps_min, float(value_min))
+        elif value_min > eps_min:
+            self.raw_min = inverse_softplus(value_min - eps_min)
         raw = inverse_softplus(init_value - eps_min) if mode == "softplus" else float(init_value)
         # softplus: xi, the unconstrained free parameter; projected: the multiplier itself.
         self.raw = nn.Parameter(torch.tensor(raw, dtype=torch.float32))
@@ -81,9 +98,10 @@ class LagrangeMultiplier(nn.Module):
 
     @torch.no_grad()
     def project_(self) -> None:
-        """Projects onto the feasible set ``value >= eps_min`` (in place; no-op for ``"softplus"``)."""
-        if self.mode == "projected":
-            self.raw.clamp_(min=self.eps_min)
+        """Projects onto ``value >= max(eps_min, value_min)`` (in place; softplus: a no-op without
+        ``value_min``)."""
+        if self.raw_min is not None:
+            self.raw.clamp_(min=self.raw_min)
 
     def _apply(self, fn, recurse: bool = True):  # type: ignore[no-untyped-def]
         # Keep the dual in fp32 when the surrounding model is cast to bf16/fp16 (DESIGN.md rules):

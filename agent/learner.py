@@ -248,7 +248,9 @@ class VMPOLearner(Learner):
         self.alpha = LagrangeMultiplier(v.alpha_init, v.dual_param, v.dual_eps_min)  # KL trust region
         # entropy floor (algo.vmpo.min_entropy > 0): mean H(pi) >= min_entropy
         self.beta = (
-            LagrangeMultiplier(v.beta_init, v.dual_param, v.dual_eps_min) if v.min_entropy > 0 else None
+            LagrangeMultiplier(v.beta_init, v.dual_param, v.dual_eps_min, value_min=v.beta_min)
+            if v.min_entropy > 0
+            else None
         )
         self.build_optimizer()
 
@@ -257,8 +259,15 @@ class VMPOLearner(Learner):
         return [dual for dual in (self.eta, self.alpha, self.beta) if dual is not None]
 
     def _param_groups(self) -> list[dict]:
-        duals = [p for dual in self._duals() for p in dual.parameters()]
-        return [*super()._param_groups(), {"params": duals, "lr": self.cfg.vmpo.dual_lr, "name": "duals"}]
+        v = self.cfg.vmpo
+        own_beta = self.beta is not None and v.beta_lr > 0  # the floor's dual with its own step size
+        duals = [
+            p for dual in self._duals() if not (own_beta and dual is self.beta) for p in dual.parameters()
+        ]
+        groups = [*super()._param_groups(), {"params": duals, "lr": v.dual_lr, "name": "duals"}]
+        if own_beta:
+            groups.append({"params": list(self.beta.parameters()), "lr": v.beta_lr, "name": "beta"})
+        return groups
 
     def forward(self, batch: VMPOBatch) -> StepOutput:
         """The loss function: ``L_V + L_pi + L_eta + L_alpha`` on one minibatch (Song et al. 2019, eqs. 1-2).

@@ -179,6 +179,12 @@ class VMPOConfig:
     # beta_init, stepped with the other duals); 0: off (the paper's V-MPO).
     min_entropy: float = 0.0
     beta_init: float = 0.01
+    # Adam step size of beta alone (0: dual_lr, in the duals' group). The floor must react within an update
+    # or two: at dual_lr 1e-2 beta took ~0.5M frames to rise on Pong and never held 0.3 nats on Breakout
+    # (docs/results.md). beta_min > 0 keeps beta >= beta_min, so it cannot wind down while the entropy is
+    # above the floor (its softplus parameter is clamped; see agent.duals.LagrangeMultiplier.value_min).
+    beta_lr: float = 0.0
+    beta_min: float = 0.0
 
     def __post_init__(self) -> None:
         check_range("algo.vmpo.topk_fraction", self.topk_fraction, 0.0, 1.0, low_inclusive=False)
@@ -196,6 +202,8 @@ class VMPOConfig:
         check_range("algo.vmpo.ent_coef", self.ent_coef, 0.0)
         check_range("algo.vmpo.min_entropy", self.min_entropy, 0.0)
         check_range("algo.vmpo.beta_init", self.beta_init, 0.0, low_inclusive=False)
+        check_range("algo.vmpo.beta_lr", self.beta_lr, 0.0)
+        check_range("algo.vmpo.beta_min", self.beta_min, 0.0, self.beta_init)
 
 
 @dataclass

@@ -108,3 +108,19 @@ def test_entropy_floor_dual_is_stepped_and_grows_below_the_floor(tmp_path):
     metrics = learner.update(traj)
     assert float(learner.beta.value().detach()) > 0.01
     assert metrics["vmpo/beta"] > 0.0 and "loss/beta" in metrics
+
+
+def test_entropy_floor_dual_with_its_own_step_size(tmp_path):
+    """algo.vmpo.beta_lr > 0 puts beta in its own optimiser group at that step size (the other duals keep
+    dual_lr), so it rises faster below the floor; beta_min reaches LagrangeMultiplier.value_min."""
+    trainer, traj = trainer_and_unroll(tmp_path, *VMPO, "algo.vmpo.update_epochs=2")
+    slow = learner_copy(trainer, min_entropy=10.0, beta_init=0.01)
+    fast = learner_copy(trainer, min_entropy=10.0, beta_init=0.01, beta_lr=0.2, beta_min=1e-3)
+    groups = {g["name"]: g for g in fast.optimizer.param_groups}
+    assert [p is fast.beta.raw for p in groups["beta"]["params"]] == [True]
+    assert groups["beta"]["lr"] == 0.2 and groups["duals"]["lr"] == fast.cfg.vmpo.dual_lr
+    assert not any(p is fast.beta.raw for p in groups["duals"]["params"])
+    assert fast.beta.raw_min is not None and fast.beta.value().item() >= 1e-3
+    slow.update(traj)
+    fast.update(traj)
+    assert float(fast.beta.value().detach()) > 1.5 * float(slow.beta.value().detach()) > 0.015
