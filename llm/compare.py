@@ -9,7 +9,9 @@ row gives its seeds and, per metric, the mean over seeds with a 95% Student-t in
 freedom); one seed gives its value and says so. The x-axis of the curves is samples: RL updates x
 ``sample.prompts_per_batch`` x ``sample.completions_per_prompt`` (per rank: a torchrun run samples
 world-size times that). ``--compare A B`` puts the claim "A > B" on each ``--metric`` to Welch's test and
-names the verdict by the rule in ``eval.runlogs.VERDICT_RULE``.
+names the verdict by the rule in ``eval.runlogs.VERDICT_RULE``; with ``--paired`` the test is on the
+per-seed differences instead (a seed's runs share the initial model and SFT warm start, so the seed's
+luck cancels). ``--gap A B C D`` tests the interaction ``(A - B) - (C - D)`` > 0, paired by seed.
 
 Examples::
 
@@ -57,7 +59,8 @@ from eval.runlogs import (
 CURVES = (
     "train/reward", "train/frac_reward_zero_std", "train/kl", "train/kl_old", "train/completions/mean_length",
     "eval/reward_greedy", "eval/reward_sampled", "vmpo/ess", "vmpo/ess_frac", "vmpo/kl_psi", "vmpo/eta",
-    "dar/ess", "awr/ess",
+    "dar/ess", "awr/ess", "dar/kl_psi", "awr/kl_psi", "perf/samples_per_s", "perf/peak_rss_mb",
+    "perf/peak_gpu_mb",
 )  # fmt: skip
 TIME = "time/seconds"  # seconds since the run's first event, at each train/reward point
 SUMMARY_VERSION = 1
@@ -80,24 +83,28 @@ class Metric:
     key: str
     column: str
     tag: str
-    how: str  # tail: mean of the last --tail of points | mean | start: at update 0 | end | wall | rate
+    # tail: mean of the last --tail of points | mean | start: at update 0 | end | wall | rate (the mean of
+    # the logged ``perf/samples_per_s``, sampling + update; for runs without it, samples over wall-clock)
+    how: str
     digits: int = 3
 
 
 METRICS = (
     Metric("reward", "train reward, last {tail:.0%}", "train/reward", "tail"),
+    Metric("sampled_start", "held-out sampled, start", "eval/reward_sampled", "start"),
     Metric("greedy_start", "held-out greedy, start", "eval/reward_greedy", "start"),
     Metric("greedy_end", "held-out greedy, end", "eval/reward_greedy", "end"),
     Metric("sampled_end", "held-out sampled, end", "eval/reward_sampled", "end"),
     Metric("zero_std", "zero-std groups, mean", "train/frac_reward_zero_std", "mean"),
     Metric("ess", "ESS, mean", "{method}/ess", "mean", 2),
-    Metric("kl_psi", "KL(psi‖U), mean", "vmpo/kl_psi", "mean"),
+    Metric("kl_psi", "KL(psi‖U), mean", "{method}/kl_psi", "mean"),
     Metric("kl_old", "KL(old‖new), mean", "train/kl_old", "mean", 4),
     Metric("wall", "wall-clock s", "", "wall", 1),
-    Metric("samples_per_s", "samples/s", "", "rate", 1),
+    Metric("samples_per_s", "samples/s", "perf/samples_per_s", "rate", 1),
+    Metric("peak_rss_mb", "peak RSS MB", "perf/peak_rss_mb", "end", 0),
 )
 PLOTS = ("train/reward", "eval/reward_greedy", "eval/reward_sampled", "train/frac_reward_zero_std",
-         "{method}/ess", "vmpo/kl_psi")  # fmt: skip
+         "{method}/ess", "{method}/kl_psi")  # fmt: skip
 
 
 @dataclass
@@ -144,6 +151,8 @@ class LLMRun:
         """``metric`` of this run; NaN where the run did not log it."""
         if metric.how == "wall":
             return self.wall_clock
+        if metric.how == "rate" and metric.tag in self.curves:
+            return float(np.mean(self.curves[metric.tag].values))
         if metric.how == "rate":  # samples between the first and the last update over the time between
             t = self.curves[TIME]
             spent = t.values[-1] - t.values[0]
@@ -310,27 +319,82 @@ def select(groups: dict[tuple[str, str], list[LLMRun]], selector: str) -> tuple[
     return found[0]
 
 
+PAIRED_RULE = (
+    "Paired by seed: a seed's runs share the initial model (and the SFT warm start where both have one), "
+    f"so each cell is the mean, over the seeds present in every group, of the per-seed difference, with its "
+    f"{LEVEL:.0%} Student-t interval (n - 1 degrees of freedom); 'supported' if that interval lies above 0, "
+    "'not supported' if below, 'no difference at this budget' if it contains 0."
+)
+
+
+def per_seed(groups: dict[tuple[str, str], list[LLMRun]], names: list[tuple[str, str]], metric: Metric,
+             tail: float) -> list[dict[int, float]]:  # fmt: skip
+    """``metric`` by seed for each group of ``names``, restricted to the seeds that all of them logged."""
+    values = [{r.seed: r.value(metric, tail) for r in groups[g]} for g in names]
+    common = set.intersection(*({s for s, v in d.items() if not math.isnan(v)} for d in values))
+    return [{s: d[s] for s in sorted(common)} for d in values]
+
+
 def compare_table(
     groups: dict[tuple[str, str], list[LLMRun]],
     pairs: list[tuple[tuple[str, str], tuple[str, str]]],
     metrics: list[Metric],
     tail: float,
+    paired: bool = False,
 ) -> str:
-    """Markdown: per pair (A, B) and metric, both means, ``A - B`` with Welch's interval and the verdict."""
+    """Markdown: per pair (A, B) and metric, both means, ``A - B`` with Welch's interval (or, ``paired``,
+    the Student-t interval of the per-seed differences) and the verdict."""
+    how = f"paired t {LEVEL:.0%}" if paired else f"Welch {LEVEL:.0%}"
     lines = [
-        f"| A | B | metric | A (seeds) | B (seeds) | A - B [Welch {LEVEL:.0%}] | verdict on 'A > B' |",
+        f"| A | B | metric | A (seeds) | B (seeds) | A - B [{how}] | verdict on 'A > B' |",
         "|---|---|---|---|---|---|---|",
     ]
     for a, b in pairs:
         for m in metrics:
-            va, vb = ([v for r in groups[g] if not math.isnan(v := r.value(m, tail))] for g in (a, b))
-            diff = welch_interval(va, vb)
+            if paired:
+                da, db = per_seed(groups, [a, b], m, tail)
+                va, vb = list(da.values()), list(db.values())
+                diff = mean_interval([x - y for x, y in zip(va, vb)])
+            else:
+                va, vb = ([v for r in groups[g] if not math.isnan(v := r.value(m, tail))] for g in (a, b))
+                diff = welch_interval(va, vb)
             gap = fmt(diff, m.digits) if va and vb else "-"
             means = [f"{np.mean(v):.{m.digits}f} ({len(v)})" if v else "-" for v in (va, vb)]
             word = verdict(diff) if va and vb else "not logged"
             lines.append(f"| {label(a)} | {label(b)} | {m.column.format(tail=tail)} | {' | '.join(means)} "
                          f"| {gap} | {word} |")  # fmt: skip
-    return "\n".join(lines) + f"\n\n{VERDICT_RULE}"
+    return "\n".join(lines) + f"\n\n{PAIRED_RULE if paired else VERDICT_RULE}"
+
+
+def gap_table(
+    groups: dict[tuple[str, str], list[LLMRun]],
+    gaps: list[tuple[tuple[str, str], ...]],
+    metrics: list[Metric],
+    tail: float,
+) -> str:
+    """Markdown: per ``(A, B, C, D)`` and metric, the interaction ``(A - B) - (C - D)`` paired by seed
+    (e.g. what dropout costs GRPO minus what it costs V-MPO), its Student-t interval and the verdict on
+    "gap > 0"."""
+    head = f"(A - B) - (C - D) [paired t {LEVEL:.0%}]"
+    lines = [
+        f"| gap | metric | A - B | C - D | {head} | seeds | verdict on 'gap > 0' |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for names in gaps:
+        a, b, c, d = names
+        name = f"({label(a)} - {label(b)}) - ({label(c)} - {label(d)})"
+        for m in metrics:
+            va, vb, vc, vd = (np.array(list(v.values())) for v in per_seed(groups, list(names), m, tail))
+            column = m.column.format(tail=tail)
+            if not len(va):
+                lines.append(f"| {name} | {column} | - | - | - | 0 | not logged |")
+                continue
+            est = mean_interval((va - vb) - (vc - vd))
+            ab, cd = f"{np.mean(va - vb):.{m.digits}f}", f"{np.mean(vc - vd):.{m.digits}f}"
+            lines.append(
+                f"| {name} | {column} | {ab} | {cd} | {fmt(est, m.digits)} | {len(va)} | {verdict(est)} |"
+            )
+    return "\n".join(lines) + f"\n\n{PAIRED_RULE}"
 
 
 def plot_curves(groups: dict[tuple[str, str], list[LLMRun]], tag: str, path: Path) -> bool:
@@ -381,6 +445,15 @@ def main(argv: list[str] | None = None) -> int:
         help="test the claim 'A > B' (groups named by method and/or key=value settings); repeatable",
     )  # fmt: skip
     parser.add_argument(
+        "--paired",
+        action="store_true",
+        help="--compare by per-seed differences (runs of a seed share the SFT)",
+    )
+    parser.add_argument(
+        "--gap", nargs=4, action="append", default=[], metavar=("A", "B", "C", "D"),
+        help="the interaction (A - B) - (C - D), paired by seed, and the verdict on 'gap > 0'; repeatable",
+    )  # fmt: skip
+    parser.add_argument(
         "--metric",
         default="reward",
         help=f"comma-separated metrics for --compare ({', '.join(m.key for m in METRICS)})",
@@ -398,6 +471,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"unknown --metric '{unknown[0]}' (accepted: {', '.join(by_key)})")
         metrics = [by_key[k] for k in args.metric.split(",")]
         pairs = [(select(groups, a), select(groups, b)) for a, b in args.compare]
+        gaps = [tuple(select(groups, name) for name in four) for four in args.gap]
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -410,7 +484,9 @@ def main(argv: list[str] | None = None) -> int:
         + summary_table(groups, args.tail)
     )
     if pairs:
-        text += "\n\n" + compare_table(groups, pairs, metrics, args.tail)
+        text += "\n\n" + compare_table(groups, pairs, metrics, args.tail, args.paired)
+    if gaps:
+        text += "\n\n" + gap_table(groups, gaps, metrics, args.tail)
     print(text)
     if args.out:
         out = Path(args.out)

@@ -47,6 +47,7 @@ __all__ = [
     "dar_loss",
     "dar_weights",
     "grpo_loss",
+    "normalized_weight_kl",
     "reference_kl_loss",
     "sequence_log_probs",
     "sft_loss",
@@ -124,8 +125,22 @@ def _weighted_mean_nll(
         f"{name}/weight_mean": axis.sum(w.sum()) / count,
         f"{name}/weight_max": axis.max(w.max()),
         f"{name}/ess": effective_sample_size(w),
+        f"{name}/kl_psi": normalized_weight_kl(w, valid),
     }
     return loss, extras, count
+
+
+def normalized_weight_kl(w: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """``KL(p || U)`` of the normalised weights ``p = w / sum(w)`` from the uniform ``U`` over the valid
+    sequences: ``sum_i p_i log p_i + log n`` (0 = all equal, ``log n`` = one sequence takes all). The
+    fixed-temperature analogue of V-MPO's ``vmpo/kl_psi`` (which is taken over the top-k set ``S``).
+    This rank's sequences; ``[B]`` -> 0-d; 0 when no valid sequence has weight (no host sync)."""
+    v = valid.bool()
+    wv = torch.where(v, w.detach().float(), 0.0)
+    total = wv.sum()
+    p = wv / total.clamp_min(1e-30)
+    kl = (p * p.clamp_min(1e-30).log()).sum() + v.sum().clamp_min(1).float().log()
+    return torch.where(total > 0, kl, torch.zeros_like(kl))
 
 
 def dar_weights(

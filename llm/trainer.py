@@ -20,6 +20,7 @@ shared filesystem).
 from __future__ import annotations
 
 import dataclasses
+import resource
 import shutil
 import tempfile
 import time
@@ -39,7 +40,7 @@ from llm.models import Codec, load_policy
 from llm.rollout import sample_completions, sft_batch
 from llm.tasks import Example, Task, make_task
 
-__all__ = ["LLMTrainer", "evaluate", "make_task_from_config"]
+__all__ = ["LLMTrainer", "evaluate", "make_task_from_config", "peak_memory_mb"]
 
 MODELS_DIR = "models"
 REF_DIR = "ref"
@@ -72,6 +73,15 @@ def evaluate(
     sampled = sample_completions(model, codec, examples, samples_per_prompt, max_new_tokens, temperature)
     score = lambda r: sum(task.reward(e, t) for e, t in zip(r.examples, r.texts)) / len(r.texts)
     return {"reward_greedy": score(greedy), "reward_sampled": score(sampled)}
+
+
+def peak_memory_mb(device: torch.device) -> dict[str, float]:
+    """Peak memory so far: ``perf/peak_rss_mb`` (the process's maximum resident set, ``ru_maxrss``, which
+    Linux reports in KiB) and, on CUDA, ``perf/peak_gpu_mb`` (``torch.cuda.max_memory_allocated``)."""
+    peak = {"perf/peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if device.type == "cuda":
+        peak["perf/peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return peak
 
 
 def _save_pretrained_atomic(model: torch.nn.Module, codec: Codec, target: Path) -> None:
@@ -192,7 +202,8 @@ class LLMTrainer:
                 self.log(metrics)
 
     def train(self) -> dict[str, float]:
-        """SFT (if not done), then RL up to ``train.iterations``; returns held-out rewards before/after RL."""
+        """SFT (if not done), then RL up to ``train.iterations``; returns held-out rewards before/after RL,
+        the RL samples per second (sampling + update, without evaluation) and the peak memory."""
         t, s = self.cfg.train, self.cfg.sample
         start = time.time() - self.counters.wall_time
         fresh_rl = self.counters.num_updates == 0
@@ -203,7 +214,9 @@ class LLMTrainer:
                 _save_pretrained_atomic(self.learner.ref, self.codec, self.run_dir / MODELS_DIR / REF_DIR)
         before = self.evaluate() if fresh_rl else {}
         bar = tqdm(total=t.iterations, initial=self.counters.num_updates, disable=not t.progress, unit="upd")
+        rl_samples, rl_seconds = 0, 0.0  # this session's RL updates, sampling + update (no evaluation)
         while self.counters.num_updates < t.iterations:
+            tick = time.perf_counter()
             examples = self.task.sample(s.prompts_per_batch)
             rollout = sample_completions(self.policy, self.codec, examples, s.completions_per_prompt,
                                          s.max_new_tokens, s.temperature, s.top_k)  # fmt: skip
@@ -211,6 +224,10 @@ class LLMTrainer:
             metrics = guarded(self.axis, self.run_dir, self.learner.update, rollout, rewards)
             self.counters.num_updates = self.learner.num_updates
             self.counters.samples += len(rollout.texts) * self.axis.world
+            seconds = time.perf_counter() - tick
+            rl_samples, rl_seconds = rl_samples + len(rollout.texts) * self.axis.world, rl_seconds + seconds
+            metrics["perf/samples_per_s"] = len(rollout.texts) * self.axis.world / max(seconds, 1e-9)
+            metrics.update(peak_memory_mb(self.device))
             interval = t.sync_check_interval
             if self.axis.distributed and interval and self.counters.num_updates % interval == 0:
                 guarded(
@@ -239,4 +256,6 @@ class LLMTrainer:
         summary = {f"after/{k}": v for k, v in after.items()}
         summary.update({f"before/{k}": v for k, v in before.items()})
         summary["wall_time"] = time.time() - start
+        summary["samples_per_s"] = rl_samples / rl_seconds if rl_seconds > 0 else 0.0
+        summary.update({k.removeprefix("perf/"): v for k, v in peak_memory_mb(self.device).items()})
         return summary

@@ -184,6 +184,40 @@ def test_compare_writes_the_difference_and_the_verdict(tmp_path, capsys):
     assert "unknown --metric 'nope'" in capsys.readouterr().err
 
 
+def test_paired_compare_and_gap_use_per_seed_differences(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    rewards = {("vmpo", "0.0"): (1.0, 0.75, 0.5), ("grpo", "0.0"): (0.0, 0.25, 0.0),
+               ("vmpo", "0.1"): (1.0, 0.5, 0.5), ("grpo", "0.1"): (0.0, 0.0, 0.5)}  # fmt: skip
+    for (method, p), values in rewards.items():
+        for seed, r in enumerate(values):
+            fake_run(runs, f"{method}-d{p}-s{seed}", method, seed, [r], [f"model.dropout={p}"])
+    fake_run(runs, "grpo-d0.0-s7", "grpo", 7, [0.9], ["model.dropout=0.0"])  # no partner: left out
+    out = tmp_path / "o"
+    on, off = "model.dropout=0.1", "model.dropout=0.0"
+    args = [str(runs), "--out", str(out), "--group-by", "model.dropout", "--paired"]
+    args += [
+        "--compare",
+        f"vmpo {off}",
+        f"grpo {off}",
+        "--gap",
+        f"grpo {off}",
+        f"grpo {on}",
+        f"vmpo {off}",
+        f"vmpo {on}",
+    ]
+    assert main(args) == 0
+    tables = parse_markdown_tables((out / "table.md").read_text())
+    compared, gap = tables[1][0], tables[2][0]
+    diff = mean_interval([1.0, 0.5, 0.5])  # per seed: vmpo - grpo
+    assert compared["A - B [paired t 95%]"] == f"{diff.mean:.3f} [{diff.low:.3f}, {diff.high:.3f}]"
+    assert compared["B (seeds)"] == "0.083 (3)"  # seed 7 of grpo has no vmpo partner
+    # what dropout costs GRPO: (0, .25, -.5); V-MPO: (0, .25, 0); the gap per seed: (0, 0, -.5)
+    est = mean_interval([0.0, 0.0, -0.5])
+    assert gap["(A - B) - (C - D) [paired t 95%]"] == f"{est.mean:.3f} [{est.low:.3f}, {est.high:.3f}]"
+    assert gap["seeds"] == "3" and gap["verdict on 'gap > 0'"] == "no difference at this budget"
+    assert "Paired by seed" in (out / "table.md").read_text()
+
+
 def test_errors_are_one_line_and_name_the_path(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     (tmp_path / "nolog").mkdir()
@@ -222,3 +256,9 @@ def test_reads_a_real_tiny_run(tmp_path):
     assert main([str(tmp_path / "r"), "--export", str(tmp_path / "s"), "--out", str(tmp_path / "o")]) == 0
     rows, _ = table_rows(tmp_path / "o")
     assert rows["vmpo"]["samples"] == "48" and rows["vmpo"]["held-out greedy, start"].endswith("(1 seed)")
+    # samples/s is the mean of the logged perf/samples_per_s (sampling + update, no evaluation)
+    rate = float(np.mean(run.curves["perf/samples_per_s"].values))
+    assert rows["vmpo"]["samples/s"] == f"{rate:.1f} (1 seed)"
+    assert float(rows["vmpo"]["peak RSS MB"].split()[0]) == pytest.approx(
+        run.curves["perf/peak_rss_mb"].values[-1], abs=0.5
+    )

@@ -12,6 +12,7 @@ from llm.losses import (
     dar_loss,
     dar_weights,
     grpo_loss,
+    normalized_weight_kl,
     reference_kl_loss,
     sequence_log_probs,
     sft_loss,
@@ -98,6 +99,19 @@ def test_awr_loss_by_hand():
     )
     assert loss.item() == pytest.approx((5.0 * 1 + 1.0 * 2) / 2)  # w = [min(e^2, 5), 1]
     assert ex["awr/weight_max"].item() == pytest.approx(5.0)
+    assert ex["awr/kl_psi"].item() == pytest.approx(5 / 6 * math.log(5 / 3) + 1 / 6 * math.log(1 / 3))
+
+
+def test_normalized_weight_kl_from_uniform():
+    n = 4
+    assert normalized_weight_kl(torch.ones(n), ALL).item() == pytest.approx(0.0, abs=1e-7)
+    one_hot = torch.tensor([0.0, 3.0, 0.0, 0.0])
+    assert normalized_weight_kl(one_hot, ALL).item() == pytest.approx(math.log(n))
+    # invalid sequences are outside the support: [2, 1] over 2 valid -> p = [2/3, 1/3]
+    w, valid = torch.tensor([2.0, 9.0, 1.0, 9.0]), torch.tensor([True, False, True, False])
+    expected = 2 / 3 * math.log(4 / 3) + 1 / 3 * math.log(2 / 3)
+    assert normalized_weight_kl(w, valid).item() == pytest.approx(expected)
+    assert normalized_weight_kl(w, torch.zeros(4, dtype=torch.bool)).item() == 0.0
 
 
 def test_grpo_loss_by_hand():

@@ -8,7 +8,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from agent.checkpoint import list_checkpoints, load_checkpoint
-from configs import ConfigError, load_config
+from configs import ConfigError, config_to_dict, load_config
 from configs.llm_schema import LLMConfig
 from llm.train import build_config, main
 from llm.trainer import LLMTrainer
@@ -44,8 +44,12 @@ def test_every_method_runs_and_logs(tmp_path, extra):
     for tag in ("train/reward", "train/reward_std", "train/completions/mean_length", "train/loss",
                 "train/frac_reward_zero_std", "loss/policy", "eval/reward_greedy", "sft/loss"):  # fmt: skip
         assert tag in found, (tag, sorted(found))
+    assert {"perf/samples_per_s", "perf/peak_rss_mb"} <= found
+    assert summary["samples_per_s"] > 0 and summary["peak_rss_mb"] > 10  # a Python with torch: > 10 MB
     if cfg.algo.method == "vmpo":
         assert {"vmpo/eta", "vmpo/ess", "vmpo/adv_topk_mean", "vmpo/num_selected"} <= found
+    if cfg.algo.method in ("awr", "dar"):
+        assert {f"{cfg.algo.method}/ess", f"{cfg.algo.method}/kl_psi"} <= found
     if "algo.vmpo.kl_to_ref=true" in extra:
         assert {"vmpo/alpha", "train/kl"} <= found
 
@@ -84,6 +88,15 @@ def test_config_errors_are_one_line():
         with pytest.raises(ConfigError, match=pattern) as err:
             load_config("llm_tiny_vmpo", [override], schema=LLMConfig)
         assert "\n" not in str(err.value)
+
+
+def test_sparse_preset_only_shortens_the_warm_start():
+    """llm_tiny_sparse (claim 1 of docs/llm.md) is llm_tiny_vmpo with 30 SFT steps instead of 40."""
+    dense, sparse = (
+        config_to_dict(load_config(p, [], schema=LLMConfig)) for p in ("llm_tiny_vmpo", "llm_tiny_sparse")
+    )
+    assert sparse["train"].pop("sft_steps") == 30 and dense["train"].pop("sft_steps") == 40
+    assert sparse == dense
 
 
 def test_vmpo_raises_heldout_reward_of_tiny_model(tmp_path):
