@@ -10,7 +10,7 @@ from eval.report import parse_markdown_tables
 from eval.results import main
 
 
-def fake_run(root, name, core, seed, returns, nan_loss=False, env=None, timed=False):
+def fake_run(root, name, core, seed, returns, nan_loss=False, env=None, timed=False, steps=None):
     path = root / name
     path.mkdir()
     cfg = {
@@ -23,9 +23,10 @@ def fake_run(root, name, core, seed, returns, nan_loss=False, env=None, timed=Fa
     writer = SummaryWriter(str(path))
     for i, value in enumerate(returns):
         t = 1000.0 + 10 * i if timed else None  # wall time: 10 s per log point
-        writer.add_scalar("charts/episodic_return", value, 100 * (i + 1), walltime=t)
-        writer.add_scalar("loss/total", math.nan if nan_loss and i == 3 else 1.0, 100 * (i + 1), walltime=t)
-        writer.add_scalar("policy/entropy", 1.0 - 0.05 * i, 100 * (i + 1), walltime=t)
+        step = 100 * (i + 1) if steps is None else steps[i]
+        writer.add_scalar("charts/episodic_return", value, step, walltime=t)
+        writer.add_scalar("loss/total", math.nan if nan_loss and i == 3 else 1.0, step, walltime=t)
+        writer.add_scalar("policy/entropy", 1.0 - 0.05 * i, step, walltime=t)
     writer.close()
 
 
@@ -126,6 +127,12 @@ def test_bucket_table_means_each_window_over_seeds(tmp_path):
     assert row["0-800"] == "**1.5** (s0 1.0, s1 2.0)"  # s0: mean(1, 1), s1: mean(2, 2)
     assert row["800-1600"] == "**4.0** (s0 4.0)"  # s0: mean(3, 5); s1 stopped at 1200, mid-window
     assert "1600-2400" not in row  # no seed finished it
+    fake_run(runs, "s2", "ff", 2, [6.0] * 7, env=atari, steps=[100, 200, 300, 400, 500, 600, 799])
+    fake_run(runs, "s3", "ff", 3, [7.0] * 7, env=atari, steps=[100, 200, 300, 400, 500, 600, 797])
+    assert main([str(runs), "--out", str(tmp_path / "o"), "--buckets", "800"]) == 0
+    (row,) = parse_markdown_tables((tmp_path / "o" / "table.md").read_text())[1]
+    # s2 ended at 3196 frames, 0.5% of the window short of 3200: it counts; s3 at 3188, 1.5% short: not
+    assert row["2400-3200"] == "**6.0** (s2 6.0)"
 
 
 def test_group_by_splits_runs_that_differ_in_a_config_key(tmp_path, capsys):
