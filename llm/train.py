@@ -53,7 +53,7 @@ def build_config(preset: str | None, overrides: list[str]) -> tuple[LLMConfig, P
 def main(argv: list[str] | None = None) -> int:
     from llm.trainer import LLMTrainer
 
-    llm_presets = [p for p in list_presets() if p.startswith("llm_")]
+    llm_presets = list_presets(LLMConfig)
     parser = argparse.ArgumentParser(prog="python -m llm.train", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--config", default="llm_tiny_vmpo", help=f"preset or YAML path ({', '.join(llm_presets)})"
