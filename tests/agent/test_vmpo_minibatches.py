@@ -123,4 +123,5 @@ def test_entropy_floor_dual_with_its_own_step_size(tmp_path):
     assert fast.beta.raw_min is not None and fast.beta.value().item() >= 1e-3
     slow.update(traj)
     fast.update(traj)
-    assert float(fast.beta.value().detach()) > 1.5 * float(slow.beta.value().detach()) > 0.015
+    rise_fast, rise_slow = (float(d.beta.value().detach()) - 0.01 for d in (fast, slow))
+    assert rise_slow > 0.0 and rise_fast > 5 * rise_slow  # Adam moves xi ~lr per step: 0.2 against 0.01
