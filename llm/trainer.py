@@ -223,10 +223,11 @@ class LLMTrainer:
             rewards = torch.tensor([self.task.reward(e, y) for e, y in zip(rollout.examples, rollout.texts)])
             metrics = guarded(self.axis, self.run_dir, self.learner.update, rollout, rewards)
             self.counters.num_updates = self.learner.num_updates
-            self.counters.samples += len(rollout.texts) * self.axis.world
+            samples = len(rollout.texts) * self.axis.world  # this update's completions, every rank's
+            self.counters.samples += samples
             seconds = time.perf_counter() - tick
-            rl_samples, rl_seconds = rl_samples + len(rollout.texts) * self.axis.world, rl_seconds + seconds
-            metrics["perf/samples_per_s"] = len(rollout.texts) * self.axis.world / max(seconds, 1e-9)
+            rl_samples, rl_seconds = rl_samples + samples, rl_seconds + seconds
+            metrics["perf/samples_per_s"] = samples / max(seconds, 1e-9)
             metrics.update(peak_memory_mb(self.device))
             interval = t.sync_check_interval
             if self.axis.distributed and interval and self.counters.num_updates % interval == 0:
