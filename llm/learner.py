@@ -45,6 +45,7 @@ from llm.losses import (
     token_kl,
 )
 from llm.rollout import Rollout, completion_log_probs
+from networks.precision import autocast
 
 __all__ = ["SequenceLearner"]
 
@@ -66,10 +67,11 @@ class SequenceLearner(nn.Module):
         sft_lr: learning rate of :meth:`sft_step` (a separate Adam, dropped after the warm start).
     """
 
-    def __init__(self, policy: nn.Module, algo: Any, sft_lr: float) -> None:
+    def __init__(self, policy: nn.Module, algo: Any, sft_lr: float, bf16: bool = False) -> None:
         super().__init__()
         self.policy = policy
         self.algo = algo
+        self.bf16 = bf16  # the forward passes in bf16 autocast (log-softmax and losses stay fp32)
         v = algo.vmpo
         self.eta = LagrangeMultiplier(v.eta_init, mode=v.dual_param)
         self.alpha = LagrangeMultiplier(v.alpha_init, mode=v.dual_param)
@@ -96,6 +98,15 @@ class SequenceLearner(nn.Module):
         (share * self.axis.world).backward()
         self.axis.average_gradients(params)
 
+    def _log_probs(self, model: nn.Module, batch: Rollout, **kwargs: bool) -> Any:
+        """:func:`llm.rollout.completion_log_probs` in this learner's precision: under bf16 autocast the
+        model body runs in bf16 and the log-probs come back fp32 (the log-softmax upcasts the logits);
+        ``logits`` for a KL term are upcast here, so every tensor the losses see is fp32."""
+        device = next(model.parameters()).device
+        with autocast(device, self.bf16):
+            token_lp, logits, features = completion_log_probs(model, batch, **kwargs)
+        return token_lp, (logits.float() if logits is not None else None), features
+
     # ------------------------------------------------------------------ reference policy
     @property
     def needs_ref(self) -> bool:
@@ -118,7 +129,7 @@ class SequenceLearner(nn.Module):
         """One SFT step: the EM special case ``q(y'|x) = delta(y' = y)`` (every reference completion weight
         1/B) on the weighted-NLL M-step; -> ``sft/loss``, ``sft/nll_per_token``."""
         self.policy.train(self.algo.mstep_dropout)
-        token_lp, _, _ = completion_log_probs(self.policy, batch)
+        token_lp, _, _ = self._log_probs(self.policy, batch)
         seq_lp = sequence_log_probs(token_lp, batch.completion_mask)
         loss, _ = sft_loss(seq_lp, torch.ones_like(seq_lp, dtype=torch.bool))
         self.sft_opt.zero_grad(set_to_none=True)
@@ -192,11 +203,11 @@ class SequenceLearner(nn.Module):
         use_kl = self.ref is not None and a.method in ("vmpo", "grpo")
         with torch.no_grad():
             self.policy.eval()
-            old_token_lp, _, features = completion_log_probs(self.policy, rollout, with_prompt_features=True)
+            old_token_lp, _, features = self._log_probs(self.policy, rollout, with_prompt_features=True)
             assert features is not None
             ref_token_lp, ref_logits = None, None
             if self.ref is not None:
-                ref_token_lp, ref_logits, _ = completion_log_probs(self.ref, rollout, with_logits=use_kl)
+                ref_token_lp, ref_logits, _ = self._log_probs(self.ref, rollout, with_logits=use_kl)
             adv = self._advantages(rewards, rollout.group, features)
             zero_std = group_reward_std(rewards, rollout.group) == 0
             # A group whose completions all got the same reward has A = 0 everywhere under the group-mean
@@ -209,7 +220,7 @@ class SequenceLearner(nn.Module):
 
         for _ in range(a.update_epochs):
             self.policy.train(a.mstep_dropout)
-            token_lp, logits, _ = completion_log_probs(self.policy, rollout, with_logits=use_kl)
+            token_lp, logits, _ = self._log_probs(self.policy, rollout, with_logits=use_kl)
             loss, extras = self._method_loss(
                 token_lp, old_token_lp, ref_token_lp, adv, mask, valid, logits, ref_logits
             )

@@ -175,15 +175,19 @@ def completion_log_probs(
     input_ids = torch.cat([rollout.prompt_ids, rollout.completion_ids], dim=1)
     attention = torch.cat([rollout.prompt_mask, rollout.completion_mask], dim=1).long()
     position_ids = (attention.cumsum(dim=1) - 1).clamp_min(0)
+    p, t = rollout.prompt_ids.shape[1], rollout.completion_ids.shape[1]
+    # The LM head runs on the last t + 1 positions only (HF's ``logits_to_keep``): position p-1+t
+    # predicts completion token t, so the prompt's logits ([B, P, V], most of the work and memory of
+    # the head at a 49k vocabulary) are never formed.
     out = model(
         input_ids=input_ids,
         attention_mask=attention,
         position_ids=position_ids,
         output_hidden_states=with_prompt_features,
         use_cache=False,
+        logits_to_keep=t + 1,
     )
-    p, t = rollout.prompt_ids.shape[1], rollout.completion_ids.shape[1]
-    logits = out.logits[:, p - 1 : p + t - 1]  # position p-1+t predicts completion token t
+    logits = out.logits[:, :t]  # columns p-1 .. p+t-2 of the input
     log_pi = F.log_softmax(logits.float(), dim=-1)
     token_lp = log_pi.gather(-1, rollout.completion_ids.unsqueeze(-1)).squeeze(-1)
     token_lp = torch.where(rollout.completion_mask, token_lp, torch.zeros_like(token_lp))

@@ -9,7 +9,8 @@ held-out split, and scores a completion with a pluggable reward function ``rewar
 Reward functions (``task.reward``): ``exact`` (1 if the stripped completion equals the answer),
 ``format`` (1 if the completion has the answer's format: digits for ``addition``, letters of the
 alphabet for ``reversal``), ``exact_format`` (``exact + 0.1 * format``, a shaped reward), ``first_number``
-(1 if the first integer in the completion equals the answer: lenient, for chatty instruct models).
+(1 if the first integer in the completion equals the answer: lenient, for chatty instruct models),
+``last_number`` (1 if the last integer does: for models that restate the question, "14 + 13 = 27").
 """
 
 from __future__ import annotations
@@ -59,11 +60,19 @@ def first_number_reward(example: Example, completion: str) -> float:
     return float(match is not None and match.group() == example.answer)
 
 
+def last_number_reward(example: Example, completion: str) -> float:
+    """1.0 if the last integer in the completion equals the answer: chat models restate the question
+    before answering ("14 + 13 = 27"), which the first number would score as wrong."""
+    numbers = _NUMBER.findall(completion)
+    return float(bool(numbers) and numbers[-1] == example.answer)
+
+
 REWARDS: dict[str, RewardFn] = {
     "exact": exact_reward,
     "format": format_reward,
     "exact_format": exact_format_reward,
     "first_number": first_number_reward,
+    "last_number": last_number_reward,
 }
 
 

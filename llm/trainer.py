@@ -39,6 +39,7 @@ from llm.learner import SequenceLearner
 from llm.models import Codec, load_policy
 from llm.rollout import sample_completions, sft_batch
 from llm.tasks import Example, Task, make_task
+from networks.precision import autocast, resolve_bf16
 
 __all__ = ["LLMTrainer", "evaluate", "make_task_from_config", "peak_memory_mb"]
 
@@ -126,7 +127,8 @@ class LLMTrainer:
         model_dir = run_dir / MODELS_DIR / checkpoint["model_dir"] if checkpoint else None
         policy, self.codec = load_policy(cfg.model, self.task.alphabet(), model_dir)
         self.policy = policy.to(self.device)
-        self.learner = SequenceLearner(self.policy, cfg.algo, t.sft_lr).to(self.device)
+        self.bf16 = resolve_bf16(t.bf16, self.device)
+        self.learner = SequenceLearner(self.policy, cfg.algo, t.sft_lr, bf16=self.bf16).to(self.device)
         if checkpoint:
             self.learner.load_training_state(checkpoint["learner"])
             self.task.set_rng_state(checkpoint["rng"]["task"])
@@ -187,8 +189,9 @@ class LLMTrainer:
         if not self.axis.is_main:
             return {}
         s = self.cfg.sample
-        result = evaluate(self.policy, self.codec, self.task, self.eval_examples, s.max_new_tokens,
-                          temperature=s.temperature)  # fmt: skip
+        with autocast(self.device, self.bf16):
+            result = evaluate(self.policy, self.codec, self.task, self.eval_examples, s.max_new_tokens,
+                              temperature=s.temperature)  # fmt: skip
         self.log({f"eval/{k}": v for k, v in result.items()})
         return result
 
@@ -218,8 +221,9 @@ class LLMTrainer:
         while self.counters.num_updates < t.iterations:
             tick = time.perf_counter()
             examples = self.task.sample(s.prompts_per_batch)
-            rollout = sample_completions(self.policy, self.codec, examples, s.completions_per_prompt,
-                                         s.max_new_tokens, s.temperature, s.top_k)  # fmt: skip
+            with autocast(self.device, self.bf16):
+                rollout = sample_completions(self.policy, self.codec, examples, s.completions_per_prompt,
+                                             s.max_new_tokens, s.temperature, s.top_k)  # fmt: skip
             rewards = torch.tensor([self.task.reward(e, y) for e, y in zip(rollout.examples, rollout.texts)])
             metrics = guarded(self.axis, self.run_dir, self.learner.update, rollout, rewards)
             self.counters.num_updates = self.learner.num_updates

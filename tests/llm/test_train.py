@@ -29,7 +29,7 @@ def tags(run_dir: Path) -> set[str]:
 @pytest.mark.parametrize(
     "extra",
     [
-        ["algo.method=vmpo", "algo.vmpo.kl_to_ref=true"],
+        ["algo.method=vmpo", "algo.vmpo.kl_to_ref=true", "train.bf16=on"],
         ["algo.method=vmpo", "algo.advantage=value", "algo.mstep_dropout=true", "model.dropout=0.1"],
         ["algo.method=dar"],
         ["algo.method=awr", "algo.update_epochs=2"],
@@ -83,6 +83,7 @@ def test_config_errors_are_one_line():
         ("algo.method=ppo2", r"algo\.method='ppo2' is not valid"),
         ("algo.vmpo.topk_fraction=0", "topk_fraction"),
         ("algo.bogus=1", "unknown config key"),
+        ("train.bf16=maybe", r"train\.bf16='maybe' is not valid"),
     ]
     for override, pattern in cases:
         with pytest.raises(ConfigError, match=pattern) as err:
