@@ -186,7 +186,8 @@ class LLMTrainConfig:
     torch_threads: int = 0
     # bf16 autocast for sampling and every forward of the update (log-softmax, losses and duals stay fp32;
     # the weights and Adam stay fp32): auto (where AMX / CUDA bf16) | on | off. off by default so that the
-    # tiny model's committed results reproduce; SmolLM2-135M runs ~2.5x faster with it on AMX (docs/llm.md).
+    # tiny model's committed results reproduce; a SmolLM2-135M forward + backward is ~2x faster with it
+    # on AMX (docs/llm.md, claim 5).
     bf16: str = "off"
     run_dir: str = "runs"
     run_name: str = ""
