@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from configs.schema import ConfigError, check_choice, check_range
+from configs.schema import ConfigError, check_bf16, check_choice, check_range
 
 __all__ = ["LLMConfig"]
 
@@ -209,9 +209,7 @@ class LLMTrainConfig:
             check_range(f"train.{key}", getattr(self, key), 1)
         check_choice("train.device", self.device, LLM_DEVICES)
         check_range("train.torch_threads", self.torch_threads, 0)
-        # YAML 1.1 reads on/off as booleans: accept them (and true/false) as on/off
-        self.bf16 = {"true": "on", "false": "off"}.get(str(self.bf16).lower(), self.bf16)
-        check_choice("train.bf16", self.bf16, ("auto", "on", "off"))
+        self.bf16 = check_bf16("train.bf16", self.bf16)
 
 
 @dataclass

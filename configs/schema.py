@@ -23,6 +23,14 @@ def check_choice(key: str, value: Any, choices: tuple[Any, ...]) -> None:
         raise ConfigError(f"{key}={value!r} is not valid; accepted values: {', '.join(map(str, choices))}")
 
 
+def check_bf16(key: str, value: Any) -> str:
+    """A ``train.bf16`` setting as ``auto`` | ``on`` | ``off``; YAML 1.1 reads on/off as booleans, so those
+    (and true/false) are accepted as on/off."""
+    setting = {"true": "on", "false": "off"}.get(str(value).lower(), value)
+    check_choice(key, setting, ("auto", "on", "off"))
+    return setting
+
+
 def check_range(
     key: str, value: float, low: float | None = None, high: float | None = None, *, low_inclusive: bool = True
 ) -> None:
@@ -317,9 +325,7 @@ class TrainConfig:
         check_range("train.sync_check_interval", self.sync_check_interval, 0)
         check_range("train.dist_timeout_s", self.dist_timeout_s, 0.0, low_inclusive=False)
         check_range("train.actor_threads", self.actor_threads, 0)
-        # YAML 1.1 reads on/off as booleans: accept them (and true/false) as on/off
-        self.bf16 = {"true": "on", "false": "off"}.get(str(self.bf16).lower(), self.bf16)
-        check_choice("train.bf16", self.bf16, ("auto", "on", "off"))
+        self.bf16 = check_bf16("train.bf16", self.bf16)
 
 
 @dataclass
