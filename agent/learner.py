@@ -160,6 +160,10 @@ class Learner(nn.Module):
                 group["lr"] = lr
         return lr
 
+    def set_step(self, env_step: int) -> None:
+        """Before an update: set what is scheduled over the run's env steps (here the lr, ``set_lr``)."""
+        self.set_lr(env_step)
+
     def distribute(self, axis: BatchAxis) -> None:
         """Train as one of ``axis.world`` data-parallel replicas (rank 0's parameters are broadcast now).
 
@@ -252,7 +256,16 @@ class VMPOLearner(Learner):
             if v.min_entropy > 0
             else None
         )
+        self.min_entropy = v.min_entropy  # the floor of the next update (set_step anneals it)
         self.build_optimizer()
+
+    def set_step(self, env_step: int) -> None:
+        """The lr, and with ``algo.vmpo.min_entropy_anneal_steps > 0`` the entropy floor
+        ``min_entropy * max(0, 1 - env_step / min_entropy_anneal_steps)``."""
+        super().set_step(env_step)
+        v = self.cfg.vmpo
+        if v.min_entropy_anneal_steps > 0:
+            self.min_entropy = v.min_entropy * max(0.0, 1.0 - env_step / v.min_entropy_anneal_steps)
 
     def _duals(self) -> list[LagrangeMultiplier]:
         """eta, alpha and, with an entropy floor, beta."""
@@ -286,7 +299,7 @@ class VMPOLearner(Learner):
         # 0.5 (G - V)^2, this rank's share of the mean over the global batch
         value_loss = cfg.value_coef * axis.mean_share((target - v_norm[:T]) ** 2, traj.mask)
         v_cfg = cfg.vmpo
-        floor = None if self.beta is None else Penalty(self.beta.value(), v_cfg.min_entropy)
+        floor = None if self.beta is None else Penalty(self.beta.value(), self.min_entropy)
         policy_loss, metrics = vmpo_loss(
             logits[:T], batch.target_logits, traj.action, advantages, traj.mask,
             temperature=Penalty(self.eta.value(), v_cfg.eps_eta),
@@ -366,6 +379,8 @@ class VMPOLearner(Learner):
                     dual.project_()
         if cfg.popart:
             metrics.update(self._update_popart(returns, traj))
+        if self.beta is not None:
+            metrics["vmpo/min_entropy"] = self.min_entropy
         self.num_updates += 1
         if self.num_updates % cfg.vmpo.target_update_period == 0:
             self.target_net.load_state_dict(self.net.state_dict())

@@ -232,7 +232,7 @@ class Trainer:
         self.net.eval()
         traj, episodes = self.actor.rollout(T)
         self.net.train()
-        self.learner.set_lr(self.counters.global_step)  # algo.lr_schedule, at the env steps so far
+        self.learner.set_step(self.counters.global_step)  # the lr (and V-MPO's floor) at the env steps so far
         return self.learner.update(traj), episodes
 
     def _update_while_acting(self, T: int) -> tuple[dict[str, float], EpisodeStats]:
@@ -245,7 +245,7 @@ class Trainer:
         traj, episodes = self.collected
         self.collected = None
         self.actor_thread.start(T)
-        self.learner.set_lr(self.counters.global_step)
+        self.learner.set_step(self.counters.global_step)
         with no_autocast_weight_cache():  # the actor thread would clear it at random points
             metrics = self.learner.update(traj)
         try:

@@ -193,6 +193,10 @@ class VMPOConfig:
     # above the floor (its softplus parameter is clamped; see agent.duals.LagrangeMultiplier.value_min).
     beta_lr: float = 0.0
     beta_min: float = 0.0
+    # 0: the floor stays at min_entropy; > 0: it falls linearly from min_entropy to 0 at this many env steps
+    # (as algo.lr_schedule=linear falls, counted in the run's global env steps): exploration early, and no
+    # floor left to hold a policy that has learned the task away from its best, more deterministic, return.
+    min_entropy_anneal_steps: int = 0
 
     def __post_init__(self) -> None:
         check_range("algo.vmpo.topk_fraction", self.topk_fraction, 0.0, 1.0, low_inclusive=False)
@@ -212,6 +216,7 @@ class VMPOConfig:
         check_range("algo.vmpo.beta_init", self.beta_init, 0.0, low_inclusive=False)
         check_range("algo.vmpo.beta_lr", self.beta_lr, 0.0)
         check_range("algo.vmpo.beta_min", self.beta_min, 0.0, self.beta_init)
+        check_range("algo.vmpo.min_entropy_anneal_steps", self.min_entropy_anneal_steps, 0)
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 
 from agent.learner import StepOutput, VMPOBatch, VMPOLearner
@@ -125,3 +126,23 @@ def test_entropy_floor_dual_with_its_own_step_size(tmp_path):
     fast.update(traj)
     rise_fast, rise_slow = (float(d.beta.value().detach()) - 0.01 for d in (fast, slow))
     assert rise_slow > 0.0 and rise_fast > 5 * rise_slow  # Adam moves xi ~lr per step: 0.2 against 0.01
+
+
+def test_entropy_floor_anneals_linearly_over_env_steps(tmp_path):
+    """algo.vmpo.min_entropy_anneal_steps > 0: set_step moves the floor from min_entropy to 0 on a line
+    over that many env steps (never below 0), the loss uses it, and the metrics report it; 0 keeps it."""
+    trainer, traj = trainer_and_unroll(tmp_path, *VMPO)
+    fixed = learner_copy(trainer, min_entropy=0.8)
+    fixed.set_step(10_000)
+    assert fixed.min_entropy == 0.8
+    annealed = learner_copy(trainer, min_entropy=0.8, min_entropy_anneal_steps=1000)
+    expected = {0: 0.8, 250: 0.6, 1000: 0.0, 5000: 0.0}
+    for step, floor in expected.items():
+        annealed.set_step(step)
+        assert annealed.min_entropy == pytest.approx(floor, abs=1e-12)
+    # at a floor of 0 the constraint H >= 0 always holds, so beta's gradient H - 0 > 0 lowers it
+    annealed.set_step(1000)
+    beta_before = float(annealed.beta.value().detach())
+    metrics = annealed.update(traj)
+    assert metrics["vmpo/min_entropy"] == 0.0
+    assert float(annealed.beta.value().detach()) < beta_before
