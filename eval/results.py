@@ -84,6 +84,16 @@ class RunLog:
     def final_return(self, tail: float) -> float:
         return tail_mean(self.returns, tail)
 
+    @property
+    def last_step(self) -> int:
+        """The last env step the run logged anything at: its last update (entropy is logged every
+        update), which can lie after its last return point when no episode ended in the last updates
+        (Pong's episodes last thousands of steps)."""
+        last = int(self.steps[-1])
+        if self.entropy_steps is not None and len(self.entropy_steps):
+            last = max(last, int(self.entropy_steps[-1]))
+        return last
+
     def truncated(self, max_steps: int) -> RunLog:
         """The run up to ``max_steps`` env steps (the points logged at or before it)."""
         keep = self.steps <= max_steps
@@ -226,10 +236,10 @@ def bucket_table(runs: list[RunLog], width: int) -> str:
     over the episodes that ended in one update). Only whole windows count: a seed that stopped more
     than 1% of a window before its end is left out of that window (a run of 1M env steps in updates of
     1024 ends at 3,997,696 frames, 0.06% short of 4M: it counts), and a window no seed finished is not
-    shown.
+    shown. Where a seed stopped is its last logged update (``RunLog.last_step``), not its last episode.
     """
     groups = group_runs(runs)
-    end = max(int(r.steps[-1] * r.frame_skip) for r in runs)
+    end = max(r.last_step * r.frame_skip for r in runs)
     slack = width // 100  # a seed that reached 99% of a window's end has finished it
     edges = list(range(0, end + slack - width + 1, width)) or [0]
     label = lambda x: f"{x / 1e6:g}M" if x >= 100_000 else f"{x}"
@@ -246,7 +256,7 @@ def bucket_table(runs: list[RunLog], width: int) -> str:
             for r in members:
                 frames = r.steps * r.frame_skip
                 inside = (frames > lo) & (frames <= lo + width)
-                if inside.any() and frames[-1] >= lo + width - slack:
+                if inside.any() and r.last_step * r.frame_skip >= lo + width - slack:
                     per_seed.append((r.seed, float(r.returns[inside].mean())))
             if not per_seed:
                 cells.append("-")

@@ -135,6 +135,24 @@ def test_bucket_table_means_each_window_over_seeds(tmp_path):
     assert row["2400-3200"] == "**6.0** (s2 6.0)"
 
 
+def test_a_window_counts_when_the_run_went_on_past_its_last_episode(tmp_path):
+    """A seed whose last episode ended early in a window but whose updates (entropy, logged every update)
+    reached the window's end has finished that window; one whose updates stopped short has not."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    atari = {"name": "Pong", "family": "atari", "protocol": "dqn"}  # 4 frames per step
+    fake_run(runs, "s0", "ff", 0, [1.0, 3.0], env=atari, steps=[100, 250])  # returns end at 1000 frames
+    fake_run(runs, "s1", "ff", 1, [2.0, 4.0], env=atari, steps=[100, 250])
+    for name, last in (("s0", 400), ("s1", 350)):  # updates to 1600 frames (the end) / 1400 (short)
+        writer = SummaryWriter(str(runs / name))
+        writer.add_scalar("policy/entropy", 0.5, last)
+        writer.close()
+    assert main([str(runs), "--out", str(tmp_path / "o"), "--buckets", "800"]) == 0
+    (row,) = parse_markdown_tables((tmp_path / "o" / "table.md").read_text())[1]
+    assert row["0-800"] == "**1.5** (s0 1.0, s1 2.0)"
+    assert row["800-1600"] == "**3.0** (s0 3.0)"  # s1's updates stopped at 1400 frames, mid-window
+
+
 def test_group_by_splits_runs_that_differ_in_a_config_key(tmp_path, capsys):
     runs = tmp_path / "runs"
     runs.mkdir()
