@@ -108,6 +108,12 @@ def action_log_probs(logits: torch.Tensor, actions: torch.Tensor) -> tuple[torch
     return log_p.gather(-1, actions.unsqueeze(-1)).squeeze(-1), entropy
 
 
+def linear_anneal(value: float, env_step: int, horizon: int) -> float:
+    """``value * max(0, 1 - env_step / horizon)``: from ``value`` at step 0 to 0 at ``horizon`` (> 0) and
+    after (the lr of ``algo.lr_schedule=linear``, V-MPO's entropy floor)."""
+    return value * max(0.0, 1.0 - env_step / horizon)
+
+
 class Learner(nn.Module):
     """Shared machinery: Adam, gradient clipping, non-finite guard, counters, checkpoint state, the
     actor's cache refresh. Subclasses define ``forward(batch) -> StepOutput`` (the loss function) and
@@ -154,7 +160,7 @@ class Learner(nn.Module):
         if self.cfg.lr_schedule == "linear":
             if self.lr_horizon <= 0:
                 raise ValueError("algo.lr_schedule=linear needs the learner's lr_horizon (train.total_steps)")
-            lr *= max(0.0, 1.0 - env_step / self.lr_horizon)
+            lr = linear_anneal(lr, env_step, self.lr_horizon)
         for group in self.optimizer.param_groups:
             if group.get("name") == "net":
                 group["lr"] = lr
@@ -265,7 +271,7 @@ class VMPOLearner(Learner):
         super().set_step(env_step)
         v = self.cfg.vmpo
         if v.min_entropy_anneal_steps > 0:
-            self.min_entropy = v.min_entropy * max(0.0, 1.0 - env_step / v.min_entropy_anneal_steps)
+            self.min_entropy = linear_anneal(v.min_entropy, env_step, v.min_entropy_anneal_steps)
 
     def _duals(self) -> list[LagrangeMultiplier]:
         """eta, alpha and, with an entropy floor, beta."""
