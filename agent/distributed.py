@@ -24,7 +24,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import gc
 import hashlib
+import importlib
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -167,6 +169,11 @@ def init_from_env(timeout_s: float = 600.0, prefer_cuda: bool = True) -> BatchAx
     if use_cuda:
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
+        # Imported before the default group exists: importing torch._dynamo (which torch.optim and DDP do
+        # lazily) while a group exists keeps references to it, so the group outlives
+        # destroy_process_group and its gloo threads stay alive into interpreter shutdown (see shutdown).
+        importlib.import_module("torch._dynamo")
+
         dist.init_process_group(
             backend="cpu:gloo,cuda:nccl" if use_cuda else "gloo",
             timeout=datetime.timedelta(seconds=timeout_s),
@@ -186,8 +193,16 @@ def with_timeout(axis: BatchAxis, timeout_s: float) -> BatchAxis:
 
 
 def shutdown(axis: BatchAxis) -> None:
+    """Destroy every process group and let their gloo threads join while the interpreter is alive.
+
+    A gloo group's worker threads live until its last reference is freed. One still alive when the
+    interpreter shuts down can free its last work (whose tensors need the GIL) too late and abort a
+    finished run ("terminate called without an active exception", exit code -6). The trainer holding the
+    timeout group sits in reference cycles, freed here by the collector rather than at exit.
+    """
     if axis.distributed and dist.is_initialized():
         dist.destroy_process_group()
+        gc.collect()
 
 
 @contextlib.contextmanager

@@ -1,0 +1,18 @@
+"""torchrun worker of tests/agent/test_distributed.py (not a test module): ``agent.train.main`` on the
+arguments, then the names of the gloo threads still alive in this process, printed for the test.
+
+A gloo worker thread alive at interpreter exit can abort a finished run (see agent.distributed.shutdown).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from agent.train import main
+
+if __name__ == "__main__":
+    code = main(sys.argv[1:])
+    threads = [open(f"/proc/self/task/{tid}/comm").read().strip() for tid in os.listdir("/proc/self/task")]
+    print(f"gloo threads after main: {sorted(name for name in threads if 'gloo' in name)}", flush=True)
+    sys.exit(code)
