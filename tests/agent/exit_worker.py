@@ -6,13 +6,13 @@ A gloo worker thread alive at interpreter exit can abort a finished run (see age
 
 from __future__ import annotations
 
-import os
 import sys
+from pathlib import Path
 
 from agent.train import main
 
 if __name__ == "__main__":
     code = main(sys.argv[1:])
-    threads = [open(f"/proc/self/task/{tid}/comm").read().strip() for tid in os.listdir("/proc/self/task")]
+    threads = [task.joinpath("comm").read_text().strip() for task in Path("/proc/self/task").iterdir()]
     print(f"gloo threads after main: {sorted(name for name in threads if 'gloo' in name)}", flush=True)
     sys.exit(code)
