@@ -2,11 +2,10 @@
 
 On the bench's contextual bandit, 150 updates of 512 samples: V-MPO at the settings that first made it
 learn Breakout (``atari_cpu``'s until 2026-12-06: lr 1e-3, 4 epochs x 4 minibatches, pi_old refreshed
-every update, eps_alpha 0.02) reached pi(a*) 0.857 on seed 0
-(0.84-0.86 over seeds 0-2; uniform is 0.25; 0.852 with the earlier eps_alpha 0.005). The preset before
-(4 full-batch steps, pi_old every 20 updates) reached 0.364 (0.36-0.41), the paper's single step at lr
-2e-4 stays at 0.25. The test fails if a change brings the update back towards the older sizes (half
-today's gain).
+every update, eps_alpha 0.02) reached pi(a*) 0.857 on seed 0 (0.84-0.86 over seeds 0-2; uniform is
+0.25; 0.852 with the earlier eps_alpha 0.005). The preset before (4 full-batch steps, pi_old every 20
+updates) reached 0.364 (0.36-0.41), the paper's single step at lr 2e-4 stays at 0.25. The test fails if a
+change brings the update back towards the older sizes (half today's gain).
 """
 
 from __future__ import annotations
