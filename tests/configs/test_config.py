@@ -83,5 +83,5 @@ def test_split_overrides_for_resume():
 
 def test_cross_field_check_popart_needs_vmpo():
     with pytest.raises(ConfigError, match=r"algo\.popart=true is implemented for algo\.name=vmpo only"):
-        load_config("atari_cpu", ["algo.name=ppo"])
-    assert load_config("atari_cpu", ["algo.name=ppo", "algo.popart=false"]).algo.name == "ppo"
+        load_config("atari_vmpo", ["algo.name=ppo"])
+    assert load_config("atari_vmpo", ["algo.name=ppo", "algo.popart=false"]).algo.name == "ppo"
