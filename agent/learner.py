@@ -267,11 +267,13 @@ class VMPOLearner(Learner):
 
     def set_step(self, env_step: int) -> None:
         """The lr, and with ``algo.vmpo.min_entropy_anneal_steps > 0`` the entropy floor
-        ``min_entropy * max(0, 1 - env_step / min_entropy_anneal_steps)``."""
+        ``final + (min_entropy - final) * max(0, 1 - env_step / min_entropy_anneal_steps)``, with
+        ``final = min_entropy_final``."""
         super().set_step(env_step)
         v = self.cfg.vmpo
         if v.min_entropy_anneal_steps > 0:
-            self.min_entropy = linear_anneal(v.min_entropy, env_step, v.min_entropy_anneal_steps)
+            span = v.min_entropy - v.min_entropy_final
+            self.min_entropy = v.min_entropy_final + linear_anneal(span, env_step, v.min_entropy_anneal_steps)
 
     def _duals(self) -> list[LagrangeMultiplier]:
         """eta, alpha and, with an entropy floor, beta."""

@@ -197,6 +197,10 @@ class VMPOConfig:
     # (as algo.lr_schedule=linear falls, counted in the run's global env steps): exploration early, and no
     # floor left to hold a policy that has learned the task away from its best, more deterministic, return.
     min_entropy_anneal_steps: int = 0
+    # Where the annealed floor ends (nats, <= min_entropy): it falls from min_entropy to min_entropy_final
+    # at min_entropy_anneal_steps and stays there. 0: to no floor. Annealed to 0 inside its budget, MemoryS7's
+    # policy lost the task once the floor fell below ~0.04 nats (docs/results.md, 2026-12-06).
+    min_entropy_final: float = 0.0
 
     def __post_init__(self) -> None:
         check_range("algo.vmpo.topk_fraction", self.topk_fraction, 0.0, 1.0, low_inclusive=False)
@@ -217,6 +221,12 @@ class VMPOConfig:
         check_range("algo.vmpo.beta_lr", self.beta_lr, 0.0)
         check_range("algo.vmpo.beta_min", self.beta_min, 0.0, self.beta_init)
         check_range("algo.vmpo.min_entropy_anneal_steps", self.min_entropy_anneal_steps, 0)
+        check_range("algo.vmpo.min_entropy_final", self.min_entropy_final, 0.0, self.min_entropy)
+        if self.min_entropy_final > 0 and self.min_entropy_anneal_steps == 0:
+            raise ConfigError(
+                "algo.vmpo.min_entropy_final ends an annealed floor: "
+                "set algo.vmpo.min_entropy_anneal_steps > 0"
+            )
 
 
 @dataclass

@@ -146,3 +146,15 @@ def test_entropy_floor_anneals_linearly_over_env_steps(tmp_path):
     metrics = annealed.update(traj)
     assert metrics["vmpo/min_entropy"] == 0.0
     assert float(annealed.beta.value().detach()) < beta_before
+
+
+def test_annealed_entropy_floor_stops_at_its_final_value(tmp_path):
+    """algo.vmpo.min_entropy_final > 0: the floor falls on a line from min_entropy to that value at
+    min_entropy_anneal_steps and stays there, and the update holds beta's constraint at it."""
+    trainer, traj = trainer_and_unroll(tmp_path, *VMPO)
+    learner = learner_copy(trainer, min_entropy=0.8, min_entropy_anneal_steps=1000, min_entropy_final=0.2)
+    expected = {0: 0.8, 500: 0.5, 1000: 0.2, 5000: 0.2}
+    for step, floor in expected.items():
+        learner.set_step(step)
+        assert learner.min_entropy == pytest.approx(floor, abs=1e-12)
+    assert learner.update(traj)["vmpo/min_entropy"] == pytest.approx(0.2, abs=1e-12)

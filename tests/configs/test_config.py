@@ -85,3 +85,19 @@ def test_cross_field_check_popart_needs_vmpo():
     with pytest.raises(ConfigError, match=r"algo\.popart=true is implemented for algo\.name=vmpo only"):
         load_config("atari_vmpo", ["algo.name=ppo"])
     assert load_config("atari_vmpo", ["algo.name=ppo", "algo.popart=false"]).algo.name == "ppo"
+
+
+def test_cross_field_check_min_entropy_final():
+    """The annealed floor's end lies in [0, min_entropy] and needs an annealing horizon."""
+    base = ["algo.vmpo.min_entropy=0.5"]
+    with pytest.raises(ConfigError, match=r"algo\.vmpo\.min_entropy_final=0\.7 is out of range"):
+        load_config(
+            "quickstart",
+            [*base, "algo.vmpo.min_entropy_anneal_steps=1000", "algo.vmpo.min_entropy_final=0.7"],
+        )
+    with pytest.raises(ConfigError, match=r"set algo\.vmpo\.min_entropy_anneal_steps > 0"):
+        load_config("quickstart", [*base, "algo.vmpo.min_entropy_final=0.1"])
+    cfg = load_config(
+        "quickstart", [*base, "algo.vmpo.min_entropy_anneal_steps=1000", "algo.vmpo.min_entropy_final=0.1"]
+    )
+    assert cfg.algo.vmpo.min_entropy_final == pytest.approx(0.1)
