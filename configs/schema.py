@@ -127,6 +127,10 @@ class NetConfig:
     mlp_dim: int = 512
     memory_length: int = 64  # M: cached past activations per layer (attention span M + 1 incl. current step)
     lstm_hidden: int = 256
+    # Added to the LSTM's forget-gate bias at init (Gers et al. 2000; Jozefowicz et al. 2015, section 3):
+    # Sonnet's and TensorFlow's LSTM default, so the IMPALA / V-MPO LSTM baselines'. 0: PyTorch's init,
+    # whose forget gate starts at ~0.5 and halves the cell state each step.
+    lstm_forget_bias: float = 1.0
     num_tasks: int = 1  # PopArt heads (one per task)
     init: str = "torch"  # torch (PyTorch's defaults) | orthogonal (Huang et al. 2022; networks/init.py)
 

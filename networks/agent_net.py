@@ -31,7 +31,7 @@ State = dict[str, torch.Tensor]
 def make_core(cfg: NetConfig) -> nn.Module:
     """Core named by ``cfg.core``; input width ``cfg.d_model``."""
     if cfg.core == "lstm":
-        return LSTMCore(cfg.d_model, cfg.lstm_hidden)
+        return LSTMCore(cfg.d_model, cfg.lstm_hidden, forget_bias=cfg.lstm_forget_bias)
     if cfg.core == "ff":
         return FeedForwardCore(cfg.d_model, cfg.d_model)
     return TransformerCore(cfg)

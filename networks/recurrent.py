@@ -18,11 +18,18 @@ State = dict[str, torch.Tensor]
 
 
 class LSTMCore(nn.Module):
-    """LSTM core; the hidden state is zeroed before a step that starts a new episode."""
+    """LSTM core; the hidden state is zeroed before a step that starts a new episode.
 
-    def __init__(self, d_in: int, hidden: int):
+    ``forget_bias`` is added to the forget gate's bias at init (Gers et al. 2000; Jozefowicz et al. 2015,
+    section 3), as Sonnet's and TensorFlow's LSTM add it in every step: the cell state starts by keeping
+    ``sigmoid(forget_bias)`` of itself per step instead of PyTorch's ~0.5.
+    """
+
+    def __init__(self, d_in: int, hidden: int, *, forget_bias: float = 1.0):
         super().__init__()
         self.cell = nn.LSTMCell(d_in, hidden)
+        with torch.no_grad():  # PyTorch's gate order: input, forget, cell, output
+            self.cell.bias_ih[hidden : 2 * hidden] += forget_bias
         self.out_dim = hidden
 
     def initial_state(self, batch_size: int, device=None) -> State:

@@ -42,3 +42,32 @@ def test_ff_ignores_history() -> None:
     assert state == {} and torch.equal(y[3:], y2[3:])
     step_out, _ = core.step(x[4], first[4], {})
     torch.testing.assert_close(step_out, y[4])
+
+
+def test_lstm_forget_bias_shifts_the_forget_gate_only() -> None:
+    """forget_bias is added to the forget-gate slice of the bias (PyTorch's gate order i, f, g, o), as
+    Sonnet's LSTM adds it; every other parameter is PyTorch's init for the same seed."""
+    torch.manual_seed(0)
+    plain = LSTMCore(4, 5, forget_bias=0.0)
+    torch.manual_seed(0)
+    biased = LSTMCore(4, 5, forget_bias=1.0)
+    shift = torch.zeros(20)
+    shift[5:10] = 1.0
+    torch.testing.assert_close(biased.cell.bias_ih - plain.cell.bias_ih, shift)
+    for name in ("weight_ih", "weight_hh", "bias_hh"):
+        assert torch.equal(getattr(biased.cell, name), getattr(plain.cell, name))
+
+
+def test_net_config_reaches_the_lstm_forget_bias() -> None:
+    from configs import load_config
+    from networks.agent_net import make_core
+
+    biases = []
+    for value in ("0.0", "3.0"):
+        torch.manual_seed(0)
+        cfg = load_config("quickstart", ["net.core=lstm", f"net.lstm_forget_bias={value}"]).net
+        biases.append(make_core(cfg).cell.bias_ih.detach())
+    hidden = biases[0].shape[0] // 4
+    torch.testing.assert_close(
+        biases[1][hidden : 2 * hidden] - biases[0][hidden : 2 * hidden], torch.full((hidden,), 3.0)
+    )
