@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from configs import load_config
+from networks.agent_net import make_core
 from networks.recurrent import FeedForwardCore, LSTMCore
 
 
@@ -59,9 +61,6 @@ def test_lstm_forget_bias_shifts_the_forget_gate_only() -> None:
 
 
 def test_net_config_reaches_the_lstm_forget_bias() -> None:
-    from configs import load_config
-    from networks.agent_net import make_core
-
     biases = []
     for value in ("0.0", "3.0"):
         torch.manual_seed(0)
