@@ -30,6 +30,7 @@ PopArt statistics take from the last epoch's forward pass.
 
 from __future__ import annotations
 
+import bisect
 import copy
 import dataclasses
 import math
@@ -114,6 +115,20 @@ def linear_anneal(value: float, env_step: int, horizon: int) -> float:
     return value * max(0.0, 1.0 - env_step / horizon)
 
 
+def piecewise_linear(env_step: int, milestones: Sequence[int], scales: Sequence[float]) -> float:
+    """The scale at ``env_step`` on the line through the points ``(milestones[i], scales[i])``
+    (milestones non-decreasing; one given twice is a step, its later scale from that step on);
+    ``scales[0]`` before the first milestone and ``scales[-1]`` after the last (``algo.lr_schedule=
+    piecewise``)."""
+    i = bisect.bisect_right(milestones, env_step) - 1  # the last point at or before env_step
+    if i < 0:
+        return float(scales[0])
+    if i == len(milestones) - 1:
+        return float(scales[-1])
+    (x0, x1), (y0, y1) = milestones[i : i + 2], scales[i : i + 2]  # x0 <= env_step < x1
+    return float(y0 + (y1 - y0) * (env_step - x0) / (x1 - x0))
+
+
 class Learner(nn.Module):
     """Shared machinery: Adam, gradient clipping, non-finite guard, counters, checkpoint state, the
     actor's cache refresh. Subclasses define ``forward(batch) -> StepOutput`` (the loss function) and
@@ -142,6 +157,11 @@ class Learner(nn.Module):
         self.num_skipped = 0  # gradient steps skipped because the loss or the gradients were not finite
         self.consecutive_skipped = 0  # skips since the last good step (the trainer stops past a limit)
         self.lr_horizon = 0  # env steps over which algo.lr_schedule=linear anneals (set by the builder)
+        # algo.lr_schedule=piecewise: (milestones, scales), the config's at the start, then the checkpoint's
+        self.lr_points: tuple[tuple[int, ...], tuple[float, ...]] = (
+            tuple(cfg.lr_milestones),
+            tuple(cfg.lr_scales),
+        )
 
     def _param_groups(self) -> list[dict]:
         return [{"params": list(self.net.parameters()), "name": "net"}]
@@ -153,14 +173,16 @@ class Learner(nn.Module):
         """Set the network's step size for the update at ``env_step`` (``algo.lr_schedule``) -> the lr.
 
         linear: ``lr * max(0, 1 - env_step / lr_horizon)`` (CleanRL's ``--anneal-lr``, which anneals by
-        iteration: the same line, since each iteration adds the same env steps). The duals of V-MPO keep
-        their own fixed step size.
+        iteration: the same line, since each iteration adds the same env steps). piecewise: ``lr *
+        piecewise_linear(env_step, *lr_points)``. The duals of V-MPO keep their own fixed step size.
         """
         lr = self.cfg.lr
         if self.cfg.lr_schedule == "linear":
             if self.lr_horizon <= 0:
                 raise ValueError("algo.lr_schedule=linear needs the learner's lr_horizon (train.total_steps)")
             lr = linear_anneal(lr, env_step, self.lr_horizon)
+        elif self.cfg.lr_schedule == "piecewise":
+            lr *= piecewise_linear(env_step, *self.lr_points)
         for group in self.optimizer.param_groups:
             if group.get("name") == "net":
                 group["lr"] = lr
@@ -216,6 +238,7 @@ class Learner(nn.Module):
             "num_updates": self.num_updates,
             "num_skipped": self.num_skipped,
             "lr_horizon": self.lr_horizon,
+            "lr_points": [list(self.lr_points[0]), list(self.lr_points[1])],
         }
 
     def load_training_state(self, state: dict) -> None:
@@ -224,6 +247,9 @@ class Learner(nn.Module):
         self.num_updates = int(state["num_updates"])
         self.num_skipped = int(state["num_skipped"])
         self.lr_horizon = int(state.get("lr_horizon", self.lr_horizon))  # older checkpoints: the trainer's
+        if "lr_points" in state:  # older checkpoints: the config's
+            milestones, scales = state["lr_points"]
+            self.lr_points = (tuple(int(m) for m in milestones), tuple(float(v) for v in scales))
 
     def update(self, traj: Trajectory) -> Metrics:
         """One update on an unroll ``traj`` ([T+1, B] inputs) -> the last minibatch's metrics (floats)."""

@@ -154,7 +154,7 @@ class NetConfig:
 
 
 ALGOS = ("vmpo", "ppo")
-LR_SCHEDULES = ("constant", "linear")
+LR_SCHEDULES = ("constant", "linear", "piecewise")
 MINIBATCH_OVER = ("auto", "envs", "samples")
 DUAL_PARAMS = ("softplus", "projected")
 
@@ -272,6 +272,12 @@ class AlgoConfig:
     # the run starts and kept in the checkpoint: a resumed run continues the same line.
     lr_schedule: str = "constant"
     lr_anneal_steps: int = 0
+    # piecewise: lr * a scale interpolated linearly between the points (lr_milestones[i] env steps,
+    # lr_scales[i]); the first scale before the first milestone, the last after the last; a milestone given
+    # twice is a step. E.g. milestones [0, 500000, 500000, 1000000], scales [1, 1, 2, 0]: lr to 2M Atari
+    # frames, then 2 lr annealed to 0 at 4M. Fixed when the run starts and kept in the checkpoint.
+    lr_milestones: list[int] = field(default_factory=list)
+    lr_scales: list[float] = field(default_factory=list)
     adam_eps: float = 1e-8
     max_grad_norm: float = 40.0
     value_coef: float = 0.5  # L_V = 0.5 (G - V)^2
@@ -288,11 +294,33 @@ class AlgoConfig:
         check_range("algo.lr", self.lr, 0.0, low_inclusive=False)
         check_choice("algo.lr_schedule", self.lr_schedule, LR_SCHEDULES)
         check_range("algo.lr_anneal_steps", self.lr_anneal_steps, 0)
+        self._check_lr_points()
         check_range("algo.max_grad_norm", self.max_grad_norm, 0.0, low_inclusive=False)
         check_range("algo.value_coef", self.value_coef, 0.0)
         check_range("algo.popart_beta", self.popart_beta, 0.0, 1.0, low_inclusive=False)
         if self.popart and self.name != "vmpo":
             raise ConfigError(f"algo.popart=true is implemented for algo.name=vmpo only, not {self.name!r}")
+
+    def _check_lr_points(self) -> None:
+        """The points of algo.lr_schedule=piecewise: given with it (only), as many milestones as scales,
+        milestones non-decreasing from 0, scales >= 0."""
+        if self.lr_schedule != "piecewise":
+            if self.lr_milestones or self.lr_scales:
+                raise ConfigError(
+                    "algo.lr_milestones/lr_scales are read by algo.lr_schedule=piecewise only, "
+                    f"not {self.lr_schedule!r}"
+                )
+            return
+        if not self.lr_milestones or len(self.lr_milestones) != len(self.lr_scales):
+            raise ConfigError(
+                "algo.lr_schedule=piecewise needs as many algo.lr_milestones as algo.lr_scales "
+                f"(at least one), got {len(self.lr_milestones)} and {len(self.lr_scales)}"
+            )
+        for i, (milestone, scale) in enumerate(zip(self.lr_milestones, self.lr_scales, strict=True)):
+            check_range(f"algo.lr_milestones[{i}]", milestone, 0)
+            check_range(f"algo.lr_scales[{i}]", scale, 0.0)
+        if any(b < a for a, b in zip(self.lr_milestones, self.lr_milestones[1:])):
+            raise ConfigError(f"algo.lr_milestones must not decrease, got {list(self.lr_milestones)}")
 
 
 DEVICES = ("auto", "cpu", "cuda")

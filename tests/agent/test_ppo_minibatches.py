@@ -8,7 +8,7 @@ import copy
 import pytest
 import torch
 
-from agent.learner import PPOBatch, PPOLearner, StepOutput
+from agent.learner import PPOBatch, PPOLearner, StepOutput, piecewise_linear
 from agent.train import build_config
 from agent.trainer import Trainer
 from configs import ConfigError, load_config
@@ -122,6 +122,53 @@ def test_lr_anneal_steps_sets_the_horizon_and_constant_keeps_lr(tmp_path):
     assert trainer.learner.set_lr(1000) == 0.0  # past the horizon: 0, never negative
     trainer, _ = trainer_and_unroll(tmp_path / "b", "net.core=ff", "algo.lr=1e-3")
     assert trainer.learner.set_lr(10_000) == 1e-3  # constant: the configured value, untouched
+
+
+def test_piecewise_linear_interpolates_steps_and_holds_the_ends():
+    milestones, scales = (100, 200, 200, 400), (1.0, 1.0, 2.0, 0.0)
+    assert piecewise_linear(0, milestones, scales) == 1.0  # before the first milestone: its scale
+    assert piecewise_linear(150, milestones, scales) == 1.0
+    assert piecewise_linear(199, milestones, scales) == 1.0
+    assert piecewise_linear(200, milestones, scales) == 2.0  # a milestone given twice: the step, at it
+    assert piecewise_linear(300, milestones, scales) == pytest.approx(1.0, rel=1e-12)
+    assert piecewise_linear(400, milestones, scales) == 0.0
+    assert piecewise_linear(10**9, milestones, scales) == 0.0  # after the last: its scale
+    assert piecewise_linear(5, (10,), (0.5,)) == 0.5 == piecewise_linear(50, (10,), (0.5,))
+
+
+def test_piecewise_lr_follows_its_points_and_resume_keeps_them(tmp_path):
+    lr = 1e-3
+    points = ["algo.lr_schedule=piecewise", "algo.lr_milestones=[0,32,32,96]", "algo.lr_scales=[1,1,2,0]"]
+    args = [*TINY, "net.core=ff", f"algo.lr={lr}", *points, f"train.run_dir={tmp_path}", "train.run_name=r",
+            "train.total_steps=64"]  # fmt: skip
+    cfg, run_dir, _ = build_config("quickstart", args)
+    Trainer(cfg, run_dir).train()
+    # updates at 0 and 32 env steps (logged at 32, 64): lr, then the step to 2 lr
+    assert [v for _, v in lr_curve(run_dir)] == pytest.approx([lr, 2 * lr], rel=1e-6)
+    # resumed with a larger budget: the run's points (from its checkpoint) continue, 2 lr * 1/2 at 64
+    cfg, run_dir, payload = build_config("quickstart", [f"train.resume={run_dir}", "train.total_steps=96"])
+    trainer = Trainer(cfg, run_dir, payload)
+    assert trainer.learner.lr_points == ((0, 32, 32, 96), (1.0, 1.0, 2.0, 0.0))
+    trainer.train()
+    assert lr_curve(run_dir)[-1] == (96, pytest.approx(lr, rel=1e-6))
+
+
+PIECEWISE = "algo.lr_schedule=piecewise"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ([PIECEWISE], "needs as many algo.lr_milestones as algo.lr_scales"),
+        ([PIECEWISE, "algo.lr_milestones=[0,10]", "algo.lr_scales=[1]"], "got 2 and 1"),
+        ([PIECEWISE, "algo.lr_milestones=[10,0]", "algo.lr_scales=[1,1]"], "must not decrease"),
+        ([PIECEWISE, "algo.lr_milestones=[0]", "algo.lr_scales=[-1]"], "algo.lr_scales\\[0\\]"),
+        (["algo.lr_milestones=[0]", "algo.lr_scales=[1]"], "read by algo.lr_schedule=piecewise only"),
+    ],
+)
+def test_piecewise_points_are_checked(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("quickstart", overrides)
 
 
 def test_vmpo_duals_keep_their_own_step_size_under_the_schedule(tmp_path):
