@@ -157,11 +157,6 @@ class Learner(nn.Module):
         self.num_skipped = 0  # gradient steps skipped because the loss or the gradients were not finite
         self.consecutive_skipped = 0  # skips since the last good step (the trainer stops past a limit)
         self.lr_horizon = 0  # env steps over which algo.lr_schedule=linear anneals (set by the builder)
-        # algo.lr_schedule=piecewise: (milestones, scales), the config's at the start, then the checkpoint's
-        self.lr_points: tuple[tuple[int, ...], tuple[float, ...]] = (
-            tuple(cfg.lr_milestones),
-            tuple(cfg.lr_scales),
-        )
 
     def _param_groups(self) -> list[dict]:
         return [{"params": list(self.net.parameters()), "name": "net"}]
@@ -174,7 +169,8 @@ class Learner(nn.Module):
 
         linear: ``lr * max(0, 1 - env_step / lr_horizon)`` (CleanRL's ``--anneal-lr``, which anneals by
         iteration: the same line, since each iteration adds the same env steps). piecewise: ``lr *
-        piecewise_linear(env_step, *lr_points)``. The duals of V-MPO keep their own fixed step size.
+        piecewise_linear(env_step, lr_milestones, lr_scales)``. The duals of V-MPO keep their own fixed
+        step size.
         """
         lr = self.cfg.lr
         if self.cfg.lr_schedule == "linear":
@@ -182,7 +178,7 @@ class Learner(nn.Module):
                 raise ValueError("algo.lr_schedule=linear needs the learner's lr_horizon (train.total_steps)")
             lr = linear_anneal(lr, env_step, self.lr_horizon)
         elif self.cfg.lr_schedule == "piecewise":
-            lr *= piecewise_linear(env_step, *self.lr_points)
+            lr *= piecewise_linear(env_step, self.cfg.lr_milestones, self.cfg.lr_scales)
         for group in self.optimizer.param_groups:
             if group.get("name") == "net":
                 group["lr"] = lr
@@ -238,7 +234,6 @@ class Learner(nn.Module):
             "num_updates": self.num_updates,
             "num_skipped": self.num_skipped,
             "lr_horizon": self.lr_horizon,
-            "lr_points": [list(self.lr_points[0]), list(self.lr_points[1])],
         }
 
     def load_training_state(self, state: dict) -> None:
@@ -247,9 +242,6 @@ class Learner(nn.Module):
         self.num_updates = int(state["num_updates"])
         self.num_skipped = int(state["num_skipped"])
         self.lr_horizon = int(state.get("lr_horizon", self.lr_horizon))  # older checkpoints: the trainer's
-        if "lr_points" in state:  # older checkpoints: the config's
-            milestones, scales = state["lr_points"]
-            self.lr_points = (tuple(int(m) for m in milestones), tuple(float(v) for v in scales))
 
     def update(self, traj: Trajectory) -> Metrics:
         """One update on an unroll ``traj`` ([T+1, B] inputs) -> the last minibatch's metrics (floats)."""

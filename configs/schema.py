@@ -275,7 +275,7 @@ class AlgoConfig:
     # piecewise: lr * a scale interpolated linearly between the points (lr_milestones[i] env steps,
     # lr_scales[i]); the first scale before the first milestone, the last after the last; a milestone given
     # twice is a step. E.g. milestones [0, 500000, 500000, 1000000], scales [1, 1, 2, 0]: lr to 2M Atari
-    # frames, then 2 lr annealed to 0 at 4M. Fixed when the run starts and kept in the checkpoint.
+    # frames, then 2 lr annealed to 0 at 4M. In the checkpoint's config (algo.* is fixed on resume).
     lr_milestones: list[int] = field(default_factory=list)
     lr_scales: list[float] = field(default_factory=list)
     adam_eps: float = 1e-8
