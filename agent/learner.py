@@ -273,7 +273,8 @@ class VMPOLearner(Learner):
         v = cfg.vmpo
         self.target_net = copy.deepcopy(net).requires_grad_(False)
         self.eta = LagrangeMultiplier(v.eta_init, v.dual_param, v.dual_eps_min)  # temperature of psi
-        self.alpha = LagrangeMultiplier(v.alpha_init, v.dual_param, v.dual_eps_min)  # KL trust region
+        # KL trust region; alpha_min > 0 keeps it from winding down while the KL is under its bound
+        self.alpha = LagrangeMultiplier(v.alpha_init, v.dual_param, v.dual_eps_min, value_min=v.alpha_min)
         # entropy floor (algo.vmpo.min_entropy > 0): mean H(pi) >= min_entropy
         self.beta = (
             LagrangeMultiplier(v.beta_init, v.dual_param, v.dual_eps_min, value_min=v.beta_min)

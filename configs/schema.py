@@ -168,6 +168,11 @@ class VMPOConfig:
     eps_alpha: float = 0.005  # KL trust region of the M-step
     eta_init: float = 1.0  # initial temperature
     alpha_init: float = 5.0  # initial trust-region multiplier
+    # A floor under alpha (0: none, the paper's). While the per-update KL stays under eps_alpha, alpha's dual
+    # gradient eps_alpha - KL > 0 lowers it every step: on Pong's random-play phase it fell from 1.0 to ~1e-3
+    # (docs/results.md), so the trust region was off once the policy began to move. alpha_min > 0 keeps the
+    # M-step's KL penalty at least alpha_min * KL (its softplus parameter is clamped, as beta_min's).
+    alpha_min: float = 0.0
     dual_param: str = "softplus"  # softplus: eta = softplus(xi) + eps_min; projected: clamp to >= eps_min
     dual_eps_min: float = 1e-8
     dual_lr: float = 1e-2  # Adam step size of eta and alpha (acme's MPO default; not given in the paper)
@@ -212,6 +217,7 @@ class VMPOConfig:
         check_range("algo.vmpo.eps_alpha", self.eps_alpha, 0.0, low_inclusive=False)
         check_range("algo.vmpo.eta_init", self.eta_init, 0.0, low_inclusive=False)
         check_range("algo.vmpo.alpha_init", self.alpha_init, 0.0, low_inclusive=False)
+        check_range("algo.vmpo.alpha_min", self.alpha_min, 0.0, self.alpha_init)
         check_choice("algo.vmpo.dual_param", self.dual_param, DUAL_PARAMS)
         check_range("algo.vmpo.dual_eps_min", self.dual_eps_min, 0.0, low_inclusive=False)
         check_range("algo.vmpo.dual_lr", self.dual_lr, 0.0, low_inclusive=False)

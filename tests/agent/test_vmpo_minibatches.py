@@ -128,6 +128,22 @@ def test_entropy_floor_dual_with_its_own_step_size(tmp_path):
     assert rise_slow > 0.0 and rise_fast > 5 * rise_slow  # Adam moves xi ~lr per step: 0.2 against 0.01
 
 
+@pytest.mark.parametrize("mode", ["softplus", "projected"])
+def test_trust_region_floor_keeps_alpha_from_winding_down(tmp_path, mode):
+    """With the KL far under eps_alpha, alpha's dual gradient eps_alpha - KL > 0 lowers it every step;
+    algo.vmpo.alpha_min holds it at the floor (LagrangeMultiplier.value_min), and the loss uses it."""
+    trainer, traj = trainer_and_unroll(tmp_path, *VMPO, "algo.vmpo.update_epochs=3")
+    slack = {"alpha_init": 1.0, "eps_alpha": 10.0, "dual_lr": 0.1, "dual_param": mode}
+    free = learner_copy(trainer, **slack)
+    floored = learner_copy(trainer, **slack, alpha_min=0.9)
+    assert free.alpha.raw_min is None or free.alpha.raw_min < 0.9
+    free.update(traj)
+    metrics = floored.update(traj)
+    assert float(free.alpha.value().detach()) < 0.9  # three steps of ~0.1 down (Adam) without a floor
+    assert float(floored.alpha.value().detach()) == pytest.approx(0.9, rel=1e-6)
+    assert metrics["vmpo/alpha"] >= 0.9 * (1 - 1e-6)  # the loss of the last step saw the floored alpha
+
+
 def test_entropy_floor_anneals_linearly_over_env_steps(tmp_path):
     """algo.vmpo.min_entropy_anneal_steps > 0: set_step moves the floor from min_entropy to 0 on a line
     over that many env steps (never below 0), the loss uses it, and the metrics report it; 0 keeps it."""

@@ -101,3 +101,14 @@ def test_cross_field_check_min_entropy_final():
         "quickstart", [*base, "algo.vmpo.min_entropy_anneal_steps=1000", "algo.vmpo.min_entropy_final=0.1"]
     )
     assert cfg.algo.vmpo.min_entropy_final == pytest.approx(0.1)
+
+
+def test_alpha_floor_lies_between_zero_and_alpha_init():
+    """algo.vmpo.alpha_min is a floor under the trust-region multiplier: in [0, alpha_init]."""
+    with pytest.raises(
+        ConfigError, match=r"algo\.vmpo\.alpha_min=6\.0 is out of range; accepted values: \[0\.0, 5\.0\]"
+    ):
+        load_config("quickstart", ["algo.vmpo.alpha_min=6.0"])
+    with pytest.raises(ConfigError, match=r"algo\.vmpo\.alpha_min=-0\.1 is out of range"):
+        load_config("quickstart", ["algo.vmpo.alpha_min=-0.1"])
+    assert load_config("quickstart", ["algo.vmpo.alpha_min=1.0"]).algo.vmpo.alpha_min == pytest.approx(1.0)
