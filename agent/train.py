@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 
 from agent import distributed
 from agent.checkpoint import CheckpointError, list_checkpoints, load_latest_valid, prune_temp_files
-from agent.trainer import Trainer, TrainingError, default_run_name
+from agent.trainer import StopFlag, Trainer, TrainingError, default_run_name
 from configs import (
     Config,
     ConfigError,
@@ -189,11 +189,15 @@ def _run(args: argparse.Namespace, axis: distributed.BatchAxis) -> int:
     except OSError as err:
         print(f"error: cannot set up run directory: {err.strerror or err} ({err.filename})", file=sys.stderr)
         return 2
-    try:
-        result = trainer.train()
-    except (TrainingError, DMLabWorkerError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    # a signal while the run stops (the trainer closing its envs and threads, then the error report) is
+    # held, not fatal: under torchrun a dead rank's launcher sends SIGTERM to the others right away, and
+    # it must not cut off the line that says how to resume
+    with StopFlag():
+        try:
+            result = trainer.train()
+        except (TrainingError, DMLabWorkerError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
     if not report:
         return 0
     recent = result["recent_return"]

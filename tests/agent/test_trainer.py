@@ -13,7 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from agent.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from agent.train import build_config, main
-from agent.trainer import Trainer
+from agent.trainer import Trainer, TrainingError
 from configs import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -125,6 +125,31 @@ def test_kill_and_resume_continues_counters_duals_and_optimizer(tmp_path):
     assert steps == sorted(set(steps)), "a step was logged twice"
     assert steps == [32 * (i + 1) for i in range(done + 2)], "a gap or duplicate in the curve"
     assert load_checkpoint(latest_checkpoint(run_dir))["counters"]["num_updates"] == done + 2
+
+
+def test_a_signal_while_a_failed_run_closes_does_not_cut_off_its_error(tmp_path, monkeypatch, capsys):
+    """Under torchrun a dead rank's launcher signals the survivors at once; a signal that arrives while the
+    trainer closes after an error is held until the one-line error (how to resume) is printed."""
+    message = "rank 0 of 2 lost the process group (peer gone): resume with train.resume=r"
+
+    def lost(self):
+        raise TrainingError(message)
+
+    close = Trainer.close
+
+    def close_under_signal(self):
+        os.kill(os.getpid(), signal.SIGINT)  # not held: KeyboardInterrupt here (SIGTERM would end pytest)
+        close(self)
+
+    monkeypatch.setattr(Trainer, "iteration", lost)
+    monkeypatch.setattr(Trainer, "close", close_under_signal)
+    try:
+        code = main(["--config", "quickstart", *TINY, f"train.run_dir={tmp_path}", "train.run_name=r"])
+    except KeyboardInterrupt:
+        pytest.fail("a signal during the trainer's close cut off the error report")
+    assert code == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: {message}"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
 
 
 @pytest.mark.parametrize(
